@@ -1,0 +1,94 @@
+"""Qt-free job protocol: progress, status and cancellation for long-running engine work.
+
+Engine jobs are plain functions taking a ``progress`` argument that satisfies
+:class:`Progress`. They report with ``set_status``/``set_progress`` and call
+:func:`checkpoint` between frames or batches; a cancelled job raises
+:class:`Cancelled` and leaves no half-written output behind. The GUI adapts this to Qt
+signals in one worker type; the CLI adapts it to ``tqdm`` on stderr.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+
+class Cancelled(Exception):
+    """Raised inside a job when its cancellation was requested."""
+
+
+@runtime_checkable
+class Progress(Protocol):
+    """What a long-running engine function may report to and ask of its caller."""
+
+    def set_status(self, text: str) -> None:
+        """Describe the current step in a few words."""
+
+    def set_progress(self, done: int, total: int | None) -> None:
+        """Report ``done`` of ``total`` units (``total=None`` when unknown)."""
+
+    def is_cancelled(self) -> bool:
+        """Return True once the caller asked the job to stop."""
+
+
+class NullProgress:
+    """A progress sink that records nothing and is never cancelled."""
+
+    def set_status(self, text: str) -> None:  # noqa: D102
+        pass
+
+    def set_progress(self, done: int, total: int | None) -> None:  # noqa: D102
+        pass
+
+    def is_cancelled(self) -> bool:  # noqa: D102
+        return False
+
+
+class CallbackProgress:
+    """Forward progress to callables and cancel through a :class:`threading.Event`.
+
+    Parameters
+    ----------
+    on_status, on_progress : callable, optional
+        Receivers of status text and ``(done, total)`` pairs.
+    cancel_event : threading.Event, optional
+        Set it to request cancellation; one is created when omitted.
+    """
+
+    def __init__(
+        self,
+        on_status: Callable[[str], None] | None = None,
+        on_progress: Callable[[int, int | None], None] | None = None,
+        cancel_event: threading.Event | None = None,
+    ) -> None:
+        self._on_status = on_status
+        self._on_progress = on_progress
+        self.cancel_event = cancel_event or threading.Event()
+
+    def set_status(self, text: str) -> None:  # noqa: D102
+        if self._on_status is not None:
+            self._on_status(text)
+
+    def set_progress(self, done: int, total: int | None) -> None:  # noqa: D102
+        if self._on_progress is not None:
+            self._on_progress(done, total)
+
+    def is_cancelled(self) -> bool:  # noqa: D102
+        return self.cancel_event.is_set()
+
+    def cancel(self) -> None:
+        """Request cancellation."""
+        self.cancel_event.set()
+
+
+def checkpoint(progress: Progress | None) -> None:
+    """Raise :class:`Cancelled` if ``progress`` asks the job to stop.
+
+    Parameters
+    ----------
+    progress : Progress or None
+        The job's progress object; ``None`` never cancels.
+    """
+    if progress is not None and progress.is_cancelled():
+        raise Cancelled("cancelled by the user")

@@ -1,0 +1,77 @@
+"""The project-file schema: the one list of cell-table and input-table columns.
+
+Segmentation produces these columns; the project file stores them as one HDF5
+dataset per column under ``/cells`` and ``/inputs``; ``hemalens export`` writes them.
+Columns not listed here may be added by later stages (predictions, embeddings) and are
+stored the same way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+FILE_FORMAT = "hemalens-project"
+
+#: Cell-table columns: name -> (dtype, description). ``cell_id`` is the row index.
+CELL_COLUMNS: dict[str, tuple[str, str]] = {
+    "cell_id": ("int64", "stable id of the object (row index)"),
+    "input_id": ("int32", "row in the input table"),
+    "frame": ("int32", "frame index in the input file (0-based)"),
+    "object_id": ("int32", "object index within its frame"),
+    "x": ("float32", "centroid column in frame pixels"),
+    "y": ("float32", "centroid row in frame pixels"),
+    "bbox_x": ("int32", "bounding box left, px"),
+    "bbox_y": ("int32", "bounding box top, px"),
+    "bbox_w": ("int32", "bounding box width, px"),
+    "bbox_h": ("int32", "bounding box height, px"),
+    "pixel_count": ("int32", "pixels inside the contour"),
+    "area_um2": ("float32", "pixel_count * pixel area"),
+    "diameter_um": ("float32", "equivalent diameter sqrt(4A/pi)"),
+    "optical_volume_um3": ("float32", "sum(phi) * lambda/(2 pi) * pixel area (NaN for RGB)"),
+    "perimeter_um": ("float32", "cv2.arcLength of the contour * pixel size"),
+    "circularity": ("float32", "4 pi A / L^2"),
+    "phase_mean": ("float32", "mean phase inside the contour, rad (NaN for RGB)"),
+    "phase_max": ("float32", "max phase inside the contour, rad (NaN for RGB)"),
+    "phase_std": ("float32", "std of phase inside the contour, rad (NaN for RGB)"),
+    "touches_border": ("bool", "the contour touches the frame border"),
+    "patch_padded": ("bool", "the patch extends past the frame and was padded"),
+    "qc_pass": ("bool", "passed the quality filter"),
+    "qc_reason": ("S16", "why QC rejected it ('' when passed)"),
+    "given_label": ("int16", "current label, index into /labels/classes, -1 = none"),
+    "original_label": ("int16", "label at import, index into /labels/classes, -1 = none"),
+}
+
+#: Input-table columns (one row per input file, failed ones included).
+INPUT_COLUMNS: dict[str, tuple[str, str]] = {
+    "file": ("str", "the path as the user or manifest gave it"),
+    "path": ("str", "absolute path at import time"),
+    "modality": ("str", "phase | hologram | qlsi | rgb"),
+    "pixel_size_um": ("float64", "pixel size of the frames, um (NaN if unknown)"),
+    "wavelength_nm": ("float64", "wavelength, nm (NaN for RGB)"),
+    "given_label": ("str", "label of the run/file ('' if none)"),
+    "donor": ("str", "donor id ('' if unknown)"),
+    "run": ("str", "run id ('' if unknown)"),
+    "background_file": ("str", "reference/empty-field file ('' if none)"),
+    "n_frames": ("int32", "frames read"),
+    "status": ("str", "ok | failed"),
+    "error": ("str", "one-line reason when failed"),
+}
+
+QC_REASONS = ("too_small", "not_round", "border", "too_large", "low_phase", "nan")
+
+
+def empty_cells(n: int = 0) -> dict[str, np.ndarray]:
+    """Return a cell table with ``n`` rows of the schema's dtypes (zeros/empty).
+
+    Parameters
+    ----------
+    n : int
+        Number of rows.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        One array per column of :data:`CELL_COLUMNS`.
+    """
+    return {name: np.zeros(n, dtype=np.dtype(dt)) for name, (dt, _) in CELL_COLUMNS.items()}
