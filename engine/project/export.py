@@ -1,0 +1,147 @@
+"""Project summaries and CSV export of the cell table."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hemalens.engine.project.atomic import atomic_write
+from hemalens.engine.project.store import Project
+
+__all__ = ["CSV_LEAD_COLUMNS", "export_cells_csv", "project_info"]
+
+#: First CSV columns, in this order; all other cell columns follow.
+CSV_LEAD_COLUMNS = (
+    "cell_id",
+    "file",
+    "frame",
+    "x",
+    "y",
+    "diameter_um",
+    "circularity",
+    "area_um2",
+    "optical_volume_um3",
+    "qc_pass",
+    "qc_reason",
+    "given_label",
+)
+_LABEL_COLUMNS = ("given_label", "original_label")
+
+
+def project_info(path: str | PathLike[str]) -> dict[str, Any]:
+    """Summarise a project (what ``hemalens info`` prints).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The project file.
+
+    Returns
+    -------
+    dict
+        JSON-ready: ``project`` (path), ``schema_version``, ``patch_kind``, ``patch_shape``,
+        ``cells``, ``qc_pass``, ``rejected`` ({qc reason: n}), ``inputs``,
+        ``failed_inputs``, ``classes`` ({name: n cells with that given label}, all
+        classes), ``labelled``, ``history_rows``, ``size_bytes``, ``created``, ``modified``,
+        ``hemalens_version``.
+
+    Raises
+    ------
+    ProjectError
+        Not a readable project.
+    """
+    with Project.open(path) as p:
+        c = p.cells
+        qc = c["qc_pass"].astype(bool)
+        rejected = c["qc_reason"][~qc]
+        reasons = Counter(r.decode("utf-8", "replace") or "unspecified" for r in rejected)
+        given = c["given_label"]
+        counts = np.bincount(given[given >= 0], minlength=len(p.classes))
+        status = p.inputs.get("status", np.zeros(0, str))
+        return {
+            "project": str(path),
+            "schema_version": p.schema_version,
+            "patch_kind": p.patch_kind,
+            "patch_shape": list(p.patch_shape),
+            "cells": p.n_cells,
+            "qc_pass": int(qc.sum()),
+            "rejected": dict(sorted(reasons.items())),
+            "inputs": int(len(status)),
+            "failed_inputs": int(np.sum(status == "failed")),
+            "classes": {name: int(n) for name, n in zip(p.classes, counts, strict=True)},
+            "labelled": int(np.sum(given >= 0)),
+            "history_rows": p.history_rows,
+            "size_bytes": Path(path).stat().st_size,
+            "created": p.created,
+            "modified": p.modified,
+            "hemalens_version": p.hemalens_version,
+        }
+
+
+def _as_text(values: np.ndarray) -> list[str]:
+    """Format one column for CSV: shortest round-trip numbers, NaN as empty, true/false."""
+    k = values.dtype.kind
+    if k == "b":
+        return np.where(values, "true", "false").tolist()
+    if k == "S":
+        return np.char.decode(values, "utf-8", "replace").tolist()
+    if k == "f":
+        text = values.astype(str)  # numpy prints the shortest repr that round-trips the dtype
+        text[np.isnan(values)] = ""
+        return text.tolist()
+    return values.astype(str).tolist()
+
+
+def export_cells_csv(path: str | PathLike[str], out_csv: str | PathLike[str]) -> int:
+    """Write the cell table of a project as CSV, one row per object (atomically).
+
+    Columns: :data:`CSV_LEAD_COLUMNS` first (``file`` as the input was named,
+    ``given_label`` as a class name, ``qc_pass`` as true/false, NaN as empty), then every
+    other cell column (``original_label`` also as a class name, extras as numbers).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The project file.
+    out_csv : str or PathLike
+        Destination; an existing file is replaced only when the export succeeds.
+
+    Returns
+    -------
+    int
+        Rows written (cells).
+
+    Raises
+    ------
+    ProjectError
+        The project is not readable, or the CSV cannot be written.
+    """
+    with Project.open(path) as p:
+        c = p.cells
+        files = np.array([*p.inputs.get("file", np.zeros(0, str)).tolist(), ""], dtype=str)
+        input_id = c["input_id"].astype(np.intp)
+        if input_id.size and input_id.max() >= len(files) - 1:
+            input_id = np.where(input_id >= len(files) - 1, -1, input_id)  # dangling -> ""
+        columns: dict[str, list[str]] = {}
+        for name in (*CSV_LEAD_COLUMNS, *(k for k in c if k not in CSV_LEAD_COLUMNS)):
+            if name == "file":
+                columns[name] = files[input_id].tolist()  # -1 picks the trailing ""
+            elif name in _LABEL_COLUMNS:
+                columns[name] = p.label_names(c[name]).tolist()
+            else:
+                columns[name] = _as_text(c[name])
+        n = p.n_cells
+
+    def write(tmp: Path) -> int:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(columns)
+            w.writerows(zip(*columns.values(), strict=True))
+        return n
+
+    return atomic_write(out_csv, write)

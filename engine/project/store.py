@@ -1,0 +1,943 @@
+"""The HDF5 project file: :class:`ProjectWriter` creates one, :class:`Project` reads one.
+
+Layout (plain HDF5: numbers and UTF-8 strings only, no pickles)::
+
+    /meta            attrs format, schema_version, created, modified, hemalens_version,
+                     patch_kind, settings_json, meta_json; dataset schema_version
+    /inputs/<col>    one dataset per INPUT_COLUMNS column (strings: variable-length UTF-8)
+    /cells/<col>     one resizable 1-D dataset per cell column (CELL_COLUMNS + extras)
+    /patches/images  (N, S, S) float32/float16 in [0, 1] (phase) or (N, S, S, 3) uint8 (rgb)
+    /patches/raw     (N, S, S) float32 raw phase, rad (phase only, optional)
+    /labels/classes  class names; given_label/original_label are indices into it
+    /labels/history/{cell_id, old, new, time, user, reason}   append-only label changes
+    /predictions, /models, /explanations, /embeddings         empty, for later stages
+
+Labels are changed only through :func:`hemalens.engine.project.labels.relabel`.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from hemalens.engine import __version__
+from hemalens.engine.errors import ProjectError
+from hemalens.engine.project.atomic import AtomicFile
+from hemalens.engine.project.schema import (
+    CELL_COLUMNS,
+    FILE_FORMAT,
+    INPUT_COLUMNS,
+    SCHEMA_VERSION,
+)
+
+__all__ = ["PATCH_KINDS", "Project", "ProjectWriter", "iso_utc", "open_project_h5"]
+
+PATCH_KINDS = ("phase", "rgb")
+RESERVED_GROUPS = ("predictions", "models", "explanations", "embeddings")
+HISTORY_COLUMNS: dict[str, str] = {
+    "cell_id": "int64",
+    "old": "int16",
+    "new": "int16",
+    "time": "str",
+    "user": "str",
+    "reason": "str",
+}
+_STR = h5py.string_dtype("utf-8")
+_CELL_CHUNK = 16384  # rows per chunk of a cell column: 7 chunks for 100k cells, <=256 kB each
+_SMALL_CHUNK = 1024  # inputs, classes, history
+_FLUSH_ROWS = 2048  # buffer appends so per-frame calls don't each resize 25+ datasets
+# Patch filter, measured with benchmarks/bench_project.py (5000 cells of 50x50, float16 images
+# + float32 raw, 2 cores): gzip1+shuffle 65 MB, write 1.1 s, read 29 us/patch; gzip4 64 MB,
+# 1.2 s; lzf 69 MB, 0.7 s (an h5py-only filter other HDF5 tools cannot read); none 75 MB,
+# 0.2 s, 8 us. Noisy float mantissas barely compress; gzip level 1 is as small as level 4 and
+# stays readable everywhere. float16 images (vs float32: 87.5 MB) err by <= 2**-12 in [0, 1],
+# far below the images' noise; the raw phase stays float32.
+_PATCH_FILTER: dict[str, Any] = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+_COLUMN_FILTER: dict[str, Any] = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+_LIBVER = ("v110", "v110")  # readable by HDF5 >= 1.10, with its faster chunk indexes
+
+
+def iso_utc(when: datetime | None = None) -> str:
+    """Format a time as ISO 8601 in UTC (``now`` when omitted; naive times are local).
+
+    Parameters
+    ----------
+    when : datetime, optional
+        The time.
+
+    Returns
+    -------
+    str
+        E.g. ``"2024-05-01T12:00:00.000+00:00"``.
+    """
+    when = datetime.now(UTC) if when is None else when
+    return when.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+def _to_json(obj: Any, what: str) -> str:
+    def default(o: Any) -> Any:
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        if isinstance(o, PathLike):
+            return str(o)
+        raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+    try:
+        return json.dumps({} if obj is None else obj, default=default, allow_nan=True)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{what} must be JSON serialisable: {err}") from err
+
+
+def _default(name: str, dtype: np.dtype) -> Any:
+    """Fill value of a cell column when a batch does not provide it."""
+    if name in ("input_id", "given_label", "original_label"):
+        return -1  # "none"
+    if name == "qc_pass":
+        return True  # no QC ran, so nothing was rejected
+    return {"f": np.nan, "b": False, "S": b""}.get(dtype.kind, 0)
+
+
+def _cast(what: str, values: Any, dtype: np.dtype, n: int | None) -> np.ndarray:
+    """Convert a column to ``dtype`` without silent loss; ValueError naming the column."""
+    a = np.asarray(values)
+    if a.ndim != 1 or (n is not None and a.shape[0] != n):
+        want = f"({n},)" if n is not None else "1-D"
+        raise ValueError(f"{what} has shape {a.shape}, expected {want}")
+    k = dtype.kind
+    if k == "S":
+        if a.dtype.kind == "U":
+            a = np.char.encode(a, "utf-8")
+        if a.dtype.kind != "S":
+            raise ValueError(f"{what} must hold strings, got {a.dtype}")
+        if a.size and int(np.char.str_len(a).max()) > dtype.itemsize:
+            raise ValueError(f"{what} has values longer than {dtype.itemsize} bytes")
+        return a.astype(dtype)
+    if a.size == 0:
+        return np.zeros(0, dtype)
+    if k == "b":
+        if a.dtype.kind == "b":
+            return a.copy()  # buffered until flush: never keep the caller's array
+        if a.dtype.kind in "iu" and bool(np.isin(a, (0, 1)).all()):
+            return a.astype(bool)
+        raise ValueError(f"{what} must be boolean, got {a.dtype}")
+    if k in "iu":
+        if a.dtype.kind not in "biu":
+            raise ValueError(f"{what} must be integers, got {a.dtype}")
+        info = np.iinfo(dtype)
+        if int(a.min()) < info.min or int(a.max()) > info.max:
+            raise ValueError(f"{what} has values outside the {dtype} range")
+        return a.astype(dtype)
+    if a.dtype.kind not in "biuf":
+        raise ValueError(f"{what} must be numeric, got {a.dtype}")
+    return a.astype(dtype)
+
+
+def _create_column(
+    group: h5py.Group, name: str, dtype: np.dtype, n: int, desc: str
+) -> h5py.Dataset:
+    ds = group.create_dataset(
+        name,
+        shape=(n,),
+        maxshape=(None,),
+        dtype=dtype,
+        chunks=(_CELL_CHUNK,),
+        fillvalue=_default(name, dtype),
+        **_COLUMN_FILTER,
+    )
+    if desc:
+        ds.attrs["description"] = desc
+    return ds
+
+
+def _write_small(group: h5py.Group, name: str, values: list, dtype: str) -> h5py.Dataset:
+    """Write a small resizable column (strings as variable-length UTF-8)."""
+    dt = _STR if dtype == "str" else np.dtype(dtype)
+    data = np.array(values, dtype=object if dtype == "str" else dt).reshape(-1)
+    return group.create_dataset(
+        name, data=data, dtype=dt, maxshape=(None,), chunks=(_SMALL_CHUNK,)
+    )
+
+
+def _read_small(ds: h5py.Dataset) -> np.ndarray:
+    """Read a column; strings come back as a numpy ``str`` array."""
+    if h5py.check_string_dtype(ds.dtype) is not None:
+        return np.array(ds.asstr()[()].tolist(), dtype=str).reshape(-1)
+    return ds[()]
+
+
+class ProjectWriter:
+    """Create a new project at ``path`` atomically.
+
+    Everything is written to a temporary file in the same folder and moved into place with
+    ``os.replace`` only on successful :meth:`close`; on an exception (or ``Cancelled``)
+    inside a ``with`` block the temporary file is removed and any existing file at ``path``
+    is untouched.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Destination ``.h5`` file.
+    patch_kind : {"phase", "rgb"}
+        Normalised phase patches (float, [0, 1]) or RGB crops (uint8).
+    patch_shape : tuple of int
+        ``(S, S)``; for rgb also ``(S, S, 3)``.
+    classes : list of str
+        Initial class names (codes 0..k-1); more are added by :meth:`class_code`.
+    settings : dict, optional
+        Segmentation settings, stored as JSON.
+    meta : dict, optional
+        Free metadata, stored as JSON.
+    normalisation : dict, optional
+        How patches were normalised, stored as attributes of ``/patches/images``.
+    image_dtype : {"float32", "float16"}
+        Storage type of phase patches (read back as float32 either way).
+
+    Raises
+    ------
+    ValueError
+        Bad ``patch_kind``, ``patch_shape``, classes or non-JSON settings.
+    ProjectError
+        The destination cannot be written.
+    """
+
+    def __init__(
+        self,
+        path: str | PathLike[str],
+        *,
+        patch_kind: str,
+        patch_shape: tuple[int, ...],
+        classes: Iterable[str] = (),
+        settings: dict | None = None,
+        meta: dict | None = None,
+        normalisation: dict | None = None,
+        image_dtype: str = "float16",
+    ) -> None:
+        if patch_kind not in PATCH_KINDS:
+            raise ValueError(f"patch_kind must be one of {PATCH_KINDS}, got {patch_kind!r}")
+        shape = tuple(int(s) for s in patch_shape)
+        if patch_kind == "rgb" and len(shape) == 2:
+            shape = (*shape, 3)
+        ok = len(shape) == 2 if patch_kind == "phase" else len(shape) == 3 and shape[2] == 3
+        if not ok or min(shape) < 1:
+            raise ValueError(f"patch_shape {tuple(patch_shape)} does not fit {patch_kind} patches")
+        if image_dtype not in ("float32", "float16"):
+            raise ValueError(f"image_dtype must be 'float32' or 'float16', got {image_dtype!r}")
+        settings_json = _to_json(settings, "settings")
+        meta_json = _to_json(meta, "meta")
+        norm_json = _to_json(normalisation, "normalisation")
+        self._classes: list[str] = []
+        for name in classes:
+            self.class_code(name)
+
+        self.path = Path(path)
+        self.patch_kind = patch_kind
+        self.patch_shape = shape
+        self._inputs: list[dict[str, Any]] = []
+        self._columns: dict[str, np.dtype] = {k: np.dtype(v[0]) for k, v in CELL_COLUMNS.items()}
+        self._batches: list[tuple[int, dict[str, np.ndarray]]] = []
+        self._buf_images: list[np.ndarray] = []
+        self._buf_raw: list[np.ndarray] = []
+        self._buffered = 0
+        self._written = 0
+        self._has_raw: bool | None = None if patch_kind == "phase" else False
+        self._closed = False
+
+        self._atomic = AtomicFile(self.path)
+        try:
+            self._h5 = h5py.File(self._atomic.tmp, "w", libver=_LIBVER)
+            self._init_layout(settings_json, meta_json, norm_json, normalisation, image_dtype)
+        except BaseException:
+            self.discard()
+            raise
+
+    # -- layout ---------------------------------------------------------------------------
+    def _init_layout(self, settings_json, meta_json, norm_json, normalisation, image_dtype):
+        f = self._h5
+        m = f.create_group("meta")
+        now = iso_utc()
+        m.attrs.update(
+            {
+                "format": FILE_FORMAT,
+                "schema_version": SCHEMA_VERSION,
+                "created": now,
+                "modified": now,
+                "hemalens_version": __version__,
+                "patch_kind": self.patch_kind,
+                "settings_json": settings_json,
+                "meta_json": meta_json,
+            }
+        )
+        m.create_dataset("schema_version", data=np.int64(SCHEMA_VERSION))
+        f.create_group("inputs")
+        cells = f.create_group("cells")
+        for name, (_, desc) in CELL_COLUMNS.items():
+            _create_column(cells, name, self._columns[name], 0, desc)
+        patches = f.create_group("patches")
+        dt = np.dtype(image_dtype if self.patch_kind == "phase" else "uint8")
+        img = patches.create_dataset(
+            "images",
+            shape=(0, *self.patch_shape),
+            maxshape=(None, *self.patch_shape),
+            dtype=dt,
+            chunks=(1, *self.patch_shape),  # one patch = one chunk: a random read is one inflate
+            **_PATCH_FILTER,
+        )
+        img.attrs["patch_kind"] = self.patch_kind
+        img.attrs["normalisation_json"] = norm_json
+        for k, v in (normalisation or {}).items():
+            if isinstance(v, (str, int, float, bool, np.generic)):
+                img.attrs[str(k)] = v
+        labels = f.create_group("labels")
+        hist = labels.create_group("history")
+        for name, dtype in HISTORY_COLUMNS.items():
+            _write_small(hist, name, [], dtype)
+        for name in RESERVED_GROUPS:
+            f.create_group(name)
+
+    # -- inputs ---------------------------------------------------------------------------
+    @staticmethod
+    def _input_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(fields) - set(INPUT_COLUMNS))
+        if unknown:
+            raise ValueError(f"unknown input columns {unknown}; known: {list(INPUT_COLUMNS)}")
+        out: dict[str, Any] = {}
+        for key, value in fields.items():
+            dtype = INPUT_COLUMNS[key][0]
+            if dtype == "str":
+                out[key] = "" if value is None else str(value)
+            elif dtype.startswith("float"):
+                out[key] = np.nan if value is None else float(value)
+            else:
+                out[key] = int(value)
+        return out
+
+    def add_input(self, record: Mapping[str, Any]) -> int:
+        """Add one row to the input table.
+
+        Parameters
+        ----------
+        record : dict
+            Values for :data:`INPUT_COLUMNS` keys; missing ones default to ``""``, NaN or 0
+            (``status`` to ``"ok"``).
+
+        Returns
+        -------
+        int
+            The ``input_id`` to put in the cells of this input.
+        """
+        self._check_open()
+        row: dict[str, Any] = {}
+        for key, (dtype, _) in INPUT_COLUMNS.items():
+            row[key] = "" if dtype == "str" else np.nan if dtype.startswith("float") else 0
+        row["status"] = "ok"
+        row.update(self._input_fields(record))
+        self._inputs.append(row)
+        return len(self._inputs) - 1
+
+    def update_input(self, input_id: int, **fields: Any) -> None:
+        """Change fields of an input row (e.g. ``status``, ``error``, ``n_frames``).
+
+        Parameters
+        ----------
+        input_id : int
+            As returned by :meth:`add_input`.
+        **fields
+            :data:`INPUT_COLUMNS` values.
+        """
+        self._check_open()
+        if not 0 <= input_id < len(self._inputs):
+            raise ValueError(f"no input with id {input_id}")
+        self._inputs[input_id].update(self._input_fields(fields))
+
+    # -- classes --------------------------------------------------------------------------
+    def class_code(self, name: str) -> int:
+        """Return the code of class ``name``, adding it if new.
+
+        Parameters
+        ----------
+        name : str
+            Class name (non-empty).
+
+        Returns
+        -------
+        int
+            Index into ``/labels/classes``.
+        """
+        name = str(name).strip()
+        if not name:
+            raise ValueError("class names must not be empty")
+        if name not in self._classes:
+            self._classes.append(name)
+        return self._classes.index(name)
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names so far (index = code)."""
+        return list(self._classes)
+
+    @property
+    def n_cells(self) -> int:
+        """Rows appended so far."""
+        return self._written + self._buffered
+
+    # -- cells ----------------------------------------------------------------------------
+    def append(
+        self,
+        cells: Mapping[str, Any],
+        images: np.ndarray,
+        raw: np.ndarray | None = None,
+    ) -> None:
+        """Append cells with their patches.
+
+        Parameters
+        ----------
+        cells : dict of str to array
+            1-D columns of equal length n: any subset of :data:`CELL_COLUMNS` (missing ones
+            get defaults: labels and input_id -1, floats NaN, qc_pass True, qc_reason b"",
+            other ints 0) plus extra numeric/bool columns. ``cell_id`` is assigned here
+            (running row index); a given one is ignored.
+        images : numpy.ndarray
+            ``(n, *patch_shape)``: float in [0, 1] for phase, uint8 for rgb.
+        raw : numpy.ndarray, optional
+            ``(n, S, S)`` raw phase in rad (phase only). Give it with every batch or never.
+
+        Raises
+        ------
+        ValueError
+            Lengths, shapes or dtypes do not fit, label codes or input ids are unknown.
+        """
+        self._check_open()
+        images = np.asarray(images)
+        n = images.shape[0] if images.ndim else -1
+        if images.shape != (n, *self.patch_shape):
+            want = ", ".join(map(str, self.patch_shape))
+            raise ValueError(f"images have shape {images.shape}, expected (n, {want})")
+        batch: dict[str, np.ndarray] = {}
+        for name, values in cells.items():
+            if name == "cell_id":
+                continue
+            if not name or "/" in name or name == ".":
+                raise ValueError(f"invalid column name {name!r}")
+            dtype = self._columns.get(name)
+            if dtype is None:  # an extra column: its first batch fixes its dtype
+                kind = np.asarray(values).dtype.kind
+                if kind not in "biuf":
+                    raise ValueError(f"extra column {name!r} must be numeric or bool")
+                dtype = np.asarray(values).dtype
+            batch[name] = _cast(f"cells[{name!r}]", values, dtype, n)
+            self._columns.setdefault(name, dtype)
+        for name in ("given_label", "original_label"):
+            codes = batch.get(name)
+            if codes is not None and codes.size and (
+                codes.min() < -1 or codes.max() >= len(self._classes)
+            ):
+                raise ValueError(f"cells[{name!r}] has codes outside -1..{len(self._classes) - 1}")
+        ids = batch.get("input_id")
+        if ids is not None and ids.size and (ids.min() < -1 or ids.max() >= len(self._inputs)):
+            raise ValueError("cells['input_id'] refers to inputs not added (call add_input first)")
+        images = self._cast_images(images)
+        raw_arr = self._cast_raw(raw, n)
+        if n == 0:
+            return
+        self._batches.append((n, batch))
+        self._buf_images.append(images)
+        if raw_arr is not None:
+            self._buf_raw.append(raw_arr)
+        self._buffered += n
+        if self._buffered >= _FLUSH_ROWS:
+            self._flush()
+
+    def _cast_images(self, images: np.ndarray) -> np.ndarray:
+        dt = self._h5["patches/images"].dtype
+        if self.patch_kind == "phase":
+            if images.dtype.kind != "f":
+                raise ValueError(f"phase images must be float in [0, 1], got {images.dtype}")
+        elif images.dtype != np.uint8:
+            if images.dtype.kind not in "iu" or (
+                images.size and (images.min() < 0 or images.max() > 255)
+            ):
+                raise ValueError(f"rgb images must be uint8, got {images.dtype}")
+        return images.astype(dt)  # a copy: the caller may reuse its array before the flush
+
+    def _cast_raw(self, raw: np.ndarray | None, n: int) -> np.ndarray | None:
+        # The first non-empty batch decides whether this project stores raw patches.
+        if raw is None:
+            if n and self._has_raw:
+                raise ValueError("earlier batches had raw patches; give them with every batch")
+            if n and self._has_raw is None:
+                self._has_raw = False
+            return None
+        if self.patch_kind != "phase":
+            raise ValueError("raw patches are only stored for phase projects")
+        raw = np.asarray(raw)
+        if raw.shape != (n, *self.patch_shape) or raw.dtype.kind != "f":
+            raise ValueError(
+                f"raw has shape {raw.shape} ({raw.dtype}), expected float {(n, *self.patch_shape)}"
+            )
+        if n and self._has_raw is False:
+            raise ValueError("earlier batches had no raw patches; give them always or never")
+        if n:
+            self._has_raw = True
+        return raw.astype(np.float32)  # a copy, as for images
+
+    def _flush(self) -> None:
+        if not self._buffered:
+            return
+        n0, n = self._written, self._buffered
+        cells = self._h5["cells"]
+        for name, dtype in self._columns.items():
+            if name == "cell_id":
+                col = np.arange(n0, n0 + n, dtype=np.int64)
+            else:
+                fill = _default(name, dtype)
+                col = np.concatenate(
+                    [b[name] if name in b else np.full(k, fill, dtype) for k, b in self._batches]
+                )
+            ds = cells.get(name)
+            if ds is None:  # new extra column; earlier rows read as its fill value
+                ds = _create_column(cells, name, dtype, n0, "")
+            ds.resize((n0 + n,))
+            ds[n0:] = col
+        for key, parts in (("images", self._buf_images), ("raw", self._buf_raw)):
+            if not parts:
+                continue
+            if key not in self._h5["patches"]:
+                self._create_raw(0)
+            ds = self._h5["patches"][key]
+            ds.resize((n0 + n, *self.patch_shape))
+            ds[n0:] = np.concatenate(parts)
+        self._batches, self._buf_images, self._buf_raw = [], [], []
+        self._written += n
+        self._buffered = 0
+
+    def _create_raw(self, n: int) -> None:
+        ds = self._h5["patches"].create_dataset(
+            "raw",
+            shape=(n, *self.patch_shape),
+            maxshape=(None, *self.patch_shape),
+            dtype=np.float32,
+            chunks=(1, *self.patch_shape),
+            **_PATCH_FILTER,
+        )
+        ds.attrs["units"] = "rad"
+
+    # -- finishing ------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"ProjectWriter for {self.path} is closed")
+
+    def close(self) -> str:
+        """Write everything and move the file into place.
+
+        Returns
+        -------
+        str
+            The final path.
+        """
+        if self._closed:
+            return str(self.path)
+        try:
+            self._flush()
+            f = self._h5
+            if self.patch_kind == "phase" and "raw" not in f["patches"] and not self._written:
+                self._create_raw(0)  # no cells yet: keep the layout complete
+            for key, (dtype, desc) in INPUT_COLUMNS.items():
+                ds = _write_small(f["inputs"], key, [r[key] for r in self._inputs], dtype)
+                ds.attrs["description"] = desc
+            _write_small(f["labels"], "classes", self._classes, "str")
+            f["meta"].attrs["modified"] = iso_utc()
+            f.close()
+        except BaseException:
+            self.discard()
+            raise
+        self._closed = True
+        return str(self._atomic.commit())
+
+    def discard(self) -> None:
+        """Abandon the project: close and delete the temporary file; ``path`` is untouched."""
+        self._closed = True
+        h5 = getattr(self, "_h5", None)
+        if h5 is not None:
+            try:
+                h5.close()
+            except Exception:  # noqa: BLE001 - already failing; the temp file goes anyway
+                pass
+        self._atomic.discard()
+
+    def __enter__(self) -> ProjectWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()
+
+
+def open_project_h5(path: str | PathLike[str], mode: str = "r") -> h5py.File:
+    """Open a project file with h5py after checking it is a readable HemaLens project.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The project file.
+    mode : {"r", "r+"}
+        h5py mode.
+
+    Returns
+    -------
+    h5py.File
+        The open file.
+
+    Raises
+    ------
+    ProjectError
+        Missing, a folder, empty, not HDF5, truncated or corrupt, not a HemaLens project,
+        or written by a newer HemaLens (schema version).
+    """
+    if mode not in ("r", "r+"):
+        raise ValueError(f"mode must be 'r' or 'r+', got {mode!r}")
+    p = Path(path)
+    if p.is_dir():
+        raise ProjectError(path, "is a folder, not a project file")
+    if not p.exists():
+        raise ProjectError(path, "no such file")
+    size = p.stat().st_size
+    if size == 0:
+        raise ProjectError(path, "file is empty (0 bytes)")
+    try:
+        if not h5py.is_hdf5(p):
+            raise ProjectError(path, "not an HDF5 file, so not a HemaLens project")
+        f = h5py.File(p, mode)
+    except PermissionError as err:
+        raise ProjectError(path, "permission denied") from err
+    except OSError as err:
+        msg = str(err)
+        if "truncated" in msg or "eof" in msg.lower():
+            reason = f"file is truncated ({size} bytes; an interrupted save or copy?)"
+        else:
+            reason = f"corrupt HDF5 file ({msg.splitlines()[0] if msg else type(err).__name__})"
+        raise ProjectError(path, reason) from err
+    try:
+        meta = f.get("meta")
+        fmt = meta.attrs.get("format") if isinstance(meta, h5py.Group) else None
+        if isinstance(fmt, bytes):
+            fmt = fmt.decode("utf-8", "replace")
+        if fmt != FILE_FORMAT:
+            raise ProjectError(
+                path, "HDF5 file is not a HemaLens project (no /meta format attribute)"
+            )
+        if "schema_version" in meta:
+            version = meta["schema_version"][()]
+        else:
+            version = meta.attrs.get("schema_version")
+        try:
+            version = int(version)
+        except (TypeError, ValueError) as err:
+            raise ProjectError(path, "corrupt project: schema version missing") from err
+        if version > SCHEMA_VERSION:
+            raise ProjectError(
+                path,
+                f"written with schema version {version}, newer than this HemaLens reads "
+                f"({SCHEMA_VERSION}); update HemaLens",
+            )
+        if version < 1:
+            raise ProjectError(path, f"unknown schema version {version}")
+    except ProjectError:
+        f.close()
+        raise
+    except (OSError, KeyError, ValueError) as err:
+        f.close()
+        raise ProjectError(path, f"corrupt project: {err}") from err
+    return f
+
+
+class Project:
+    """An open project: the cell table in memory, patches read on demand.
+
+    Use :meth:`open`; close it (or use ``with``) to release the file. Labels change only
+    through :meth:`relabel` / :func:`hemalens.engine.project.labels.relabel`, which
+    replace the file; an open ``Project`` keeps reading the version it opened until
+    :meth:`reload`.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+    n_cells : int
+    patch_kind : str
+        ``"phase"`` or ``"rgb"``.
+    patch_shape : tuple of int
+    classes : list of str
+        Class names; ``cells["given_label"]`` holds indices into it (-1 = none).
+    settings, meta, normalisation : dict
+    cells : dict of str to numpy.ndarray
+        The whole cell table (schema columns plus extras).
+    inputs : dict of str to numpy.ndarray
+        The input table (strings as ``str`` arrays).
+    schema_version : int
+    created, modified, hemalens_version : str
+    """
+
+    def __init__(self, h5: h5py.File, path: Path, mode: str) -> None:
+        self._h5 = h5
+        self.path = path
+        self.mode = mode
+        self._load()
+
+    @classmethod
+    def open(cls, path: str | PathLike[str], mode: str = "r") -> Project:
+        """Open a project file.
+
+        Parameters
+        ----------
+        path : str or PathLike
+            The ``.h5`` project.
+        mode : {"r", "r+"}
+            ``"r+"`` lets later stages add groups in place (not atomic; labels still go
+            through ``relabel``).
+
+        Returns
+        -------
+        Project
+            The open project.
+
+        Raises
+        ------
+        ProjectError
+            See :func:`open_project_h5`; also a project missing required datasets.
+        """
+        f = open_project_h5(path, mode)
+        try:
+            return cls(f, Path(path), mode)
+        except ProjectError:
+            f.close()
+            raise
+        except (OSError, KeyError, ValueError, TypeError) as err:
+            f.close()
+            raise ProjectError(path, f"corrupt project: {err}") from err
+
+    def _load(self) -> None:
+        f, path = self._h5, self.path
+        attrs = f["meta"].attrs
+        for name in ("cells", "inputs", "patches/images", "labels/classes", "labels/history"):
+            if name not in f:
+                raise ProjectError(path, f"corrupt project: /{name} is missing")
+        self.schema_version = int(attrs["schema_version"])
+        self.created = str(attrs.get("created", ""))
+        self.modified = str(attrs.get("modified", ""))
+        self.hemalens_version = str(attrs.get("hemalens_version", ""))
+        self.patch_kind = str(attrs["patch_kind"])
+        self.settings: dict = json.loads(attrs.get("settings_json", "{}"))
+        self.meta: dict = json.loads(attrs.get("meta_json", "{}"))
+        self.classes: list[str] = _read_small(f["labels/classes"]).tolist()
+        cells: dict[str, np.ndarray] = {}
+        for name, ds in f["cells"].items():
+            if isinstance(ds, h5py.Dataset) and ds.ndim == 1:
+                cells[name] = ds[()]
+        missing = [c for c in CELL_COLUMNS if c not in cells]
+        if missing:
+            raise ProjectError(path, f"corrupt project: cell columns {missing} are missing")
+        lengths = {len(v) for v in cells.values()}
+        if len(lengths) != 1:
+            raise ProjectError(path, "corrupt project: cell columns differ in length")
+        # Schema columns in schema order, then extras (alphabetical, as HDF5 lists them).
+        self.cells = {c: cells.pop(c) for c in CELL_COLUMNS} | cells
+        self.n_cells = lengths.pop()
+        inputs = {n: _read_small(d) for n, d in f["inputs"].items() if isinstance(d, h5py.Dataset)}
+        self.inputs: dict[str, np.ndarray] = {
+            c: inputs.pop(c) for c in INPUT_COLUMNS if c in inputs
+        } | inputs
+        self._images: h5py.Dataset = f["patches/images"]
+        raw = f["patches"].get("raw")
+        self._raw: h5py.Dataset | None = raw if isinstance(raw, h5py.Dataset) and len(raw) else None
+        if self._images.shape[0] != self.n_cells:
+            raise ProjectError(
+                path, f"corrupt project: {self._images.shape[0]} patches for {self.n_cells} cells"
+            )
+        self.patch_shape: tuple[int, ...] = tuple(self._images.shape[1:])
+        self.normalisation: dict = json.loads(self._images.attrs.get("normalisation_json", "{}"))
+        self._out_dtype = np.dtype(np.float32 if self.patch_kind == "phase" else np.uint8)
+
+    # -- patches --------------------------------------------------------------------------
+    def _index(self, i: int) -> int:
+        i = operator.index(i)
+        if not 0 <= i < self.n_cells:
+            raise IndexError(f"cell {i} out of range 0..{self.n_cells - 1}")
+        return i
+
+    def image(self, i: int) -> np.ndarray:
+        """Return one patch: float32 ``(S, S)`` in [0, 1] (phase) or uint8 ``(S, S, 3)`` (rgb).
+
+        Parameters
+        ----------
+        i : int
+            Cell id (row).
+
+        Returns
+        -------
+        numpy.ndarray
+            The patch.
+        """
+        return self._images[self._index(i)].astype(self._out_dtype, copy=False)
+
+    def images(self, idx: Any) -> np.ndarray:
+        """Return several patches in the order asked (any order, repeats allowed).
+
+        Parameters
+        ----------
+        idx : array_like of int or bool mask
+            Cell ids, or a mask over all cells.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(len(idx), *patch_shape)``.
+        """
+        return self._read_many(self._images, idx)
+
+    def _read_many(self, ds: h5py.Dataset, idx: Any) -> np.ndarray:
+        idx = np.asarray(idx)
+        if idx.dtype == bool:
+            if idx.shape != (self.n_cells,):
+                raise ValueError(f"mask has shape {idx.shape}, expected ({self.n_cells},)")
+            idx = np.flatnonzero(idx)
+        if idx.dtype.kind not in "iu":
+            if idx.size:
+                raise ValueError(f"cell ids must be integers, got {idx.dtype}")
+            idx = idx.astype(np.int64)
+        idx = idx.reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.n_cells):
+            raise IndexError(f"cell ids out of range 0..{self.n_cells - 1}")
+        uniq, inv = np.unique(idx, return_inverse=True)
+        out = np.empty((len(uniq), *self.patch_shape), dtype=self._out_dtype)
+        # One h5py read per run of consecutive ids (a slice), not one per id.
+        breaks = np.flatnonzero(np.diff(uniq) != 1) + 1
+        for s, e in zip(np.r_[0, breaks], np.r_[breaks, len(uniq)], strict=True):
+            if e > s:
+                ds.read_direct(out, np.s_[uniq[s] : uniq[e - 1] + 1], np.s_[s:e])
+        if len(uniq) == len(idx) and np.array_equal(uniq, idx):
+            return out
+        return out[inv.reshape(-1)]
+
+    def raw(self, i: int) -> np.ndarray | None:
+        """Return one raw phase patch (float32, rad), or None when the project has none.
+
+        Parameters
+        ----------
+        i : int
+            Cell id (row).
+
+        Returns
+        -------
+        numpy.ndarray or None
+            ``(S, S)`` float32.
+        """
+        i = self._index(i)
+        return None if self._raw is None else self._raw[i].astype(np.float32, copy=False)
+
+    # -- labels ---------------------------------------------------------------------------
+    def label_names(self, codes: Any = None) -> np.ndarray:
+        """Map label codes to class names (``""`` for -1).
+
+        Parameters
+        ----------
+        codes : array_like of int, optional
+            Codes; default the current ``given_label`` column.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``str`` array of the same shape.
+        """
+        codes = self.cells["given_label"] if codes is None else np.asarray(codes)
+        if codes.size and (codes.min() < -1 or codes.max() >= len(self.classes)):
+            raise ValueError(f"label codes outside -1..{len(self.classes) - 1}")
+        names = np.array([*self.classes, ""], dtype=str)  # code -1 picks the trailing ""
+        return names[codes.astype(np.intp)]
+
+    def history(self) -> dict[str, np.ndarray]:
+        """Return the label history (one row per changed cell, oldest first).
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``cell_id`` int64, ``old``/``new`` int16 codes (-1 = none), ``time`` ISO 8601
+            UTC, ``user``, ``reason`` (str).
+        """
+        g = self._h5["labels/history"]
+        return {name: _read_small(g[name]) for name in HISTORY_COLUMNS}
+
+    @property
+    def history_rows(self) -> int:
+        """Number of rows in the label history."""
+        return int(self._h5["labels/history/cell_id"].shape[0])
+
+    def relabel(
+        self,
+        cell_ids: Any,
+        new_label: str | None,
+        *,
+        user: str,
+        reason: str = "",
+        when: datetime | None = None,
+    ) -> int:
+        """Relabel through :func:`~hemalens.engine.project.labels.relabel`, then reload.
+
+        The file handle is released first (Windows cannot replace an open file).
+
+        Parameters
+        ----------
+        cell_ids, new_label, user, reason, when
+            As for :func:`~hemalens.engine.project.labels.relabel`.
+
+        Returns
+        -------
+        int
+            Number of cells whose label changed.
+        """
+        from hemalens.engine.project.labels import relabel  # labels imports this module
+
+        self._h5.close()
+        try:
+            return relabel(self.path, cell_ids, new_label, user=user, reason=reason, when=when)
+        finally:
+            self.reload()
+
+    def reload(self) -> None:
+        """Re-open the file from disk (after it was replaced) and reload the cell table."""
+        if self._h5:
+            self._h5.close()
+        self._h5 = open_project_h5(self.path, self.mode)
+        try:
+            self._load()
+        except BaseException:
+            self._h5.close()
+            raise
+
+    # -- lifetime -------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the file."""
+        if self._h5:
+            self._h5.close()
+
+    def __enter__(self) -> Project:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return self.n_cells
+
+    def __repr__(self) -> str:
+        return f"Project({str(self.path)!r}, {self.n_cells} cells, {self.patch_kind})"
