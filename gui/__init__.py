@@ -1,0 +1,1 @@
+"""HemaLens GUI: PySide6 + pyqtgraph views and controllers (no algorithms)."""
