@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from hemalens.engine.project import ProjectWriter
 from hemalens.engine.segment import (
     FrameCells,
     SegmentSettings,
+    adaptive_threshold,
     background_blocks,
     median_background,
     segment_phase_frame,
@@ -55,16 +57,22 @@ def _input_record(spec: InputSpec) -> dict[str, Any]:
 
 def _phase_frames(
     source: FrameSource, settings: SegmentSettings
-) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(index, background-subtracted phase)`` block by block (bounded memory)."""
+) -> Iterator[tuple[int, np.ndarray, SegmentSettings]]:
+    """Yield ``(index, background-subtracted phase, settings)`` block by block.
+
+    Memory stays bounded by one block; the noise-adaptive threshold is set once per
+    block (the noise of a run is stationary) from the median over a few of its frames.
+    """
     for block in background_blocks(source.n_frames, settings.background_n):
         stack = np.stack([source.read(i) for i in block])
         if len(block) >= MIN_BACKGROUND_FRAMES:
             stack -= median_background(stack)[None]
         else:
             stack = np.stack([remove_tilt(frame) for frame in stack])
+        threshold = float(np.median([adaptive_threshold(f, settings) for f in stack[:5]]))
+        block_settings = replace(settings, threshold_rad=threshold, noise_k=0.0)
         for offset, i in enumerate(block):
-            yield i, stack[offset]
+            yield i, stack[offset], block_settings
 
 
 def _frame_cells(
@@ -75,8 +83,8 @@ def _frame_cells(
             yield i, segment_rgb_frame(source.read(i), source.pixel_size_um, settings)
         return
     wavelength = float(source.wavelength_nm) if source.wavelength_nm else float("nan")
-    for i, phase in _phase_frames(source, settings):
-        yield i, segment_phase_frame(phase, source.pixel_size_um, wavelength, settings)
+    for i, phase, block_settings in _phase_frames(source, settings):
+        yield i, segment_phase_frame(phase, source.pixel_size_um, wavelength, block_settings)
 
 
 def _patch_geometry(kind: str, settings: SegmentSettings) -> tuple[int, ...]:

@@ -9,6 +9,7 @@ from :mod:`.background`. Follows Röhrl et al. 2023, appendix A.1-A.2.
 from __future__ import annotations
 
 from hemalens.engine.segment.background import background_blocks, median_background
+from hemalens.engine.segment.detect import adaptive_threshold, background_noise
 from hemalens.engine.segment.features import FRAME_COLUMNS, empty_frame_columns
 from hemalens.engine.segment.frame import FrameCells, segment_phase_frame, segment_rgb_frame
 from hemalens.engine.segment.normalise import normalise_phase
@@ -21,6 +22,8 @@ __all__ = [
     "QC_PRIORITY",
     "FrameCells",
     "SegmentSettings",
+    "adaptive_threshold",
+    "background_noise",
     "background_blocks",
     "empty_frame_columns",
     "median_background",

@@ -122,3 +122,69 @@ def reading_order(contour: np.ndarray) -> tuple[int, int]:
     """
     x, y, _, _ = cv2.boundingRect(contour)
     return y, x
+
+
+def background_noise(
+    phase: np.ndarray, smooth_sigma_px: float, *, clip: float = 3.0, max_points: int = 20_000
+) -> float:
+    """Estimate the noise of the smoothed, background-subtracted phase that objects sit on.
+
+    The frame is smoothed as for the mask (what survives smoothing is what can form false
+    objects), subsampled, and its standard deviation is estimated robustly (1.4826 MAD)
+    with iterative ``clip``-sigma rejection so that cells do not inflate it.
+
+    Parameters
+    ----------
+    phase : numpy.ndarray
+        ``(H, W)`` background-subtracted phase (rad); non-finite pixels are ignored.
+    smooth_sigma_px : float
+        Gaussian sigma of the mask smoothing (0: none).
+    clip : float
+        Rejection threshold in robust sigmas.
+    max_points : int
+        Size of the subsample.
+
+    Returns
+    -------
+    float
+        Robust noise sigma in rad (0.0 for a constant frame).
+    """
+    frame = np.ascontiguousarray(phase, dtype=np.float32)
+    if smooth_sigma_px > 0:
+        frame = cv2.GaussianBlur(frame, (0, 0), smooth_sigma_px)
+    step = max(1, int(np.ceil(np.sqrt(frame.size / max_points))))
+    values = frame[::step, ::step].ravel()
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0
+    keep = values
+    sigma = 0.0
+    for _ in range(5):
+        med = float(np.median(keep))
+        sigma = 1.4826 * float(np.median(np.abs(keep - med)))
+        new = values[np.abs(values - med) <= clip * sigma] if sigma > 0 else keep
+        if new.size == keep.size or new.size < 16:
+            break
+        keep = new
+    return sigma
+
+
+def adaptive_threshold(phase: np.ndarray, settings: SegmentSettings) -> float:
+    """Return ``max(threshold_rad, noise_k * background_noise(phase))`` for a frame.
+
+    Parameters
+    ----------
+    phase : numpy.ndarray
+        ``(H, W)`` background-subtracted phase (rad), e.g. the first frame of a block.
+    settings : SegmentSettings
+        Uses ``threshold_rad``, ``noise_k`` and ``smooth_sigma_px``.
+
+    Returns
+    -------
+    float
+        The threshold to segment this frame (or block of frames) with, rad.
+    """
+    if settings.noise_k <= 0:
+        return settings.threshold_rad
+    noise = background_noise(phase, settings.smooth_sigma_px)
+    return max(settings.threshold_rad, settings.noise_k * noise)

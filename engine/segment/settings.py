@@ -28,7 +28,14 @@ class SegmentSettings:
     Attributes
     ----------
     threshold_rad : float
-        Phase threshold (rad) applied to the background-subtracted phase.
+        Phase threshold (rad) applied to the background-subtracted phase; the floor of
+        the noise-adaptive threshold (see ``noise_k``).
+    noise_k : float
+        The threshold used on a block of frames is
+        ``max(threshold_rad, noise_k * sigma)`` with ``sigma`` the sigma-clipped noise of
+        the smoothed background (:func:`~.detect.adaptive_threshold`). On clean data the
+        floor wins; on real holograms with low-frequency ripple the threshold rises above
+        the ripple instead of merging it into cells. 0 disables it.
     smooth_sigma_px : float
         Gaussian sigma (px) of the pre-smoothing used for the mask only; 0 disables it.
     min_contour_area_px : int
@@ -52,6 +59,7 @@ class SegmentSettings:
     """
 
     threshold_rad: float = 0.1
+    noise_k: float = 3.0
     smooth_sigma_px: float = 1.0
     min_contour_area_px: int = 20
     background_n: int = 100
@@ -74,7 +82,7 @@ class SegmentSettings:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"SegmentSettings.{name} must be > 0, got {value!r}")
-        non_negative = ("threshold_rad", "smooth_sigma_px", "min_contour_area_px",
+        non_negative = ("threshold_rad", "noise_k", "smooth_sigma_px", "min_contour_area_px",
                         "min_diameter_um", "min_circularity")
         for name in non_negative:
             value = getattr(self, name)
