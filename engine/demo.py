@@ -12,8 +12,8 @@ from pathlib import Path
 
 from hemalens.engine.jobs import Progress
 
-DEMO_FRAMES = 160
-DEMO_DONORS = 2  # 8 runs of 20 frames: enough frames per run for the median background
+DEMO_FRAMES = 400
+DEMO_DONORS = 2  # 8 runs of 50 frames: enough frames per run for the median background
 DEMO_SEED = 2023
 
 

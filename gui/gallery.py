@@ -515,4 +515,4 @@ class GalleryPanel(QWidget):
     def _update_count(self) -> None:
         project = self.model.project
         total = project.n_cells if project is not None else 0
-        self.count_label.setText(f"{self.model.rowCount():,} of {total:,} cells")
+        self.count_label.setText(f"{self.model.rowCount():,} of {total:,} objects")

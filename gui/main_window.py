@@ -127,6 +127,9 @@ class MainWindow(QMainWindow):
         name = Path(project.path).stem if project is not None else ""
         self.setWindowTitle(f"{APP_TITLE} — {name}" if name else APP_TITLE)
         self._update_status()
+        if project is not None and self.gallery.model.rowCount() > 0:
+            # open on a cell rather than an empty inspector
+            self.gallery.view.select_cell(self.gallery.model.cell_row(0))
 
     def _update_status(self) -> None:
         project = self.project
@@ -135,7 +138,7 @@ class MainWindow(QMainWindow):
             return
         passed = int(project.cells["qc_pass"].sum()) if project.n_cells else 0
         self.project_label.setText(
-            f"{Path(project.path).name} · {project.n_cells:,} cells · {passed:,} QC passed"
+            f"{Path(project.path).name} · {project.n_cells:,} objects · {passed:,} cells passed QC"
         )
 
     def open_demo_project(self) -> Job | None:

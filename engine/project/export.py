@@ -45,7 +45,8 @@ def project_info(path: str | PathLike[str]) -> dict[str, Any]:
     -------
     dict
         JSON-ready: ``project`` (path), ``schema_version``, ``patch_kind``, ``patch_shape``,
-        ``cells``, ``qc_pass``, ``rejected`` ({qc reason: n}), ``inputs``,
+        ``objects`` (all, rejected included), ``cells`` (QC passed), ``rejected``
+        ({qc reason: n}), ``inputs``,
         ``failed_inputs``, ``classes`` ({name: n cells with that given label}, all
         classes), ``labelled``, ``history_rows``, ``size_bytes``, ``created``, ``modified``,
         ``hemalens_version``.
@@ -68,8 +69,9 @@ def project_info(path: str | PathLike[str]) -> dict[str, Any]:
             "schema_version": p.schema_version,
             "patch_kind": p.patch_kind,
             "patch_shape": list(p.patch_shape),
-            "cells": p.n_cells,
-            "qc_pass": int(qc.sum()),
+            # same words as `hemalens segment`: objects found, cells = those passing QC
+            "objects": p.n_cells,
+            "cells": int(qc.sum()),
             "rejected": dict(sorted(reasons.items())),
             "inputs": int(len(status)),
             "failed_inputs": int(np.sum(status == "failed")),

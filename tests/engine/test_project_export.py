@@ -126,7 +126,7 @@ def test_project_info_counts(project):
     assert info["project"] == str(path)
     assert info["schema_version"] == 1 and info["patch_kind"] == "phase"
     assert info["patch_shape"] == [S, S]
-    assert info["cells"] == 18 and info["qc_pass"] == 12
+    assert info["objects"] == 18 and info["cells"] == 12
     assert info["rejected"] == {"border": 2, "nan": 3, "too_small": 1}
     assert info["inputs"] == 3 and info["failed_inputs"] == 1
     given = t["given_label"].copy()
@@ -138,7 +138,7 @@ def test_project_info_counts(project):
     assert info["size_bytes"] == path.stat().st_size
     assert datetime.fromisoformat(info["modified"]) >= datetime.fromisoformat(info["created"])
     assert set(info) >= {
-        "project", "schema_version", "patch_kind", "cells", "qc_pass", "rejected", "inputs",
+        "project", "schema_version", "patch_kind", "objects", "cells", "rejected", "inputs",
         "failed_inputs", "classes", "labelled", "history_rows", "size_bytes", "created",
         "modified",
     }

@@ -120,7 +120,7 @@ def test_panel_combo_boxes_filter(qtbot, project):
     assert panel.model.rowCount() == (~qc).sum()
     panel.label_combo.setCurrentIndex(panel.label_combo.findText("monocyte"))
     assert panel.model.rowCount() == ((labels == 2) & ~qc).sum()
-    assert panel.count_label.text() == f"{panel.model.rowCount()} of 300 cells"
+    assert panel.count_label.text() == f"{panel.model.rowCount()} of 300 objects"
     panel.set_project(project)  # a new project resets the filters
     assert panel.model.rowCount() == 300 and panel.qc_combo.currentData() == "all"
 

@@ -45,8 +45,10 @@ def test_opening_a_project_shows_its_cells_and_counts(window, small_project, tru
     assert window.windowTitle() == "HemaLens — small"
     assert window.gallery.model.rowCount() == 300
     status = window.project_label.text()
-    assert "small.h5" in status and "300 cells" in status
-    assert f"{int(cells['qc_pass'].sum())} QC passed" in status
+    assert "small.h5" in status and "300 objects" in status
+    assert f"{int(cells['qc_pass'].sum())} cells passed QC" in status
+    # the window opens on the first cell of the gallery, not on an empty inspector
+    assert window.cell_panel.cell == window.gallery.model.cell_row(0)
     assert message_boxes == []
 
 
