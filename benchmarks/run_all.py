@@ -1,0 +1,38 @@
+"""Run every benchmark in its own process and print one JSON object of their results.
+
+    python -m benchmarks.run_all [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+
+BENCHMARKS = {
+    "segment": ["--frames", "1000"],
+    "hologram": ["--frames", "50"],
+    "ingest": ["--frames", "300"],
+    "project": ["--cells", "100000"],
+}
+QUICK = {"segment": ["--frames", "200"], "hologram": ["--frames", "10"],
+         "ingest": ["--frames", "60"], "project": ["--cells", "5000"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    args = parser.parse_args()
+    results: dict[str, object] = {"machine": platform.processor() or platform.machine(),
+                                  "python": platform.python_version()}
+    for name, argv in (QUICK if args.quick else BENCHMARKS).items():
+        out = subprocess.run([sys.executable, "-m", f"benchmarks.bench_{name}", *argv],
+                             capture_output=True, text=True, check=True)
+        results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
