@@ -37,7 +37,7 @@ QcPassRole = int(Qt.ItemDataRole.UserRole) + 2
 REJECTED_COLOUR = QColor(200, 40, 40)
 
 #: Typical QC captions (schema.QC_REASONS, not imported: that package pulls in h5py).
-QC_CAPTIONS = ("too_small", "not_round", "border", "too_large", "low_phase")
+QC_CAPTIONS = ("nan", "border", "too_small", "too_large", "not_round")
 
 #: A sort key maps the cell table to one orderable value per cell (ascending = first).
 SortKey = Callable[[Mapping[str, np.ndarray]], np.ndarray]

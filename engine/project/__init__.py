@@ -11,7 +11,6 @@ from hemalens.engine.project.schema import (
     INPUT_COLUMNS,
     QC_REASONS,
     SCHEMA_VERSION,
-    empty_cells,
 )
 from hemalens.engine.project.store import PATCH_KINDS, Project, ProjectWriter, open_project_h5
 
@@ -28,7 +27,6 @@ __all__ = [
     "ProjectWriter",
     "atomic_update",
     "atomic_write",
-    "empty_cells",
     "export_cells_csv",
     "open_project_h5",
     "project_info",

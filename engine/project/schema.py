@@ -8,8 +8,6 @@ stored the same way.
 
 from __future__ import annotations
 
-import numpy as np
-
 SCHEMA_VERSION = 1
 FILE_FORMAT = "hemalens-project"
 
@@ -58,20 +56,6 @@ INPUT_COLUMNS: dict[str, tuple[str, str]] = {
     "error": ("str", "one-line reason when failed"),
 }
 
-QC_REASONS = ("too_small", "not_round", "border", "too_large", "low_phase", "nan")
-
-
-def empty_cells(n: int = 0) -> dict[str, np.ndarray]:
-    """Return a cell table with ``n`` rows of the schema's dtypes (zeros/empty).
-
-    Parameters
-    ----------
-    n : int
-        Number of rows.
-
-    Returns
-    -------
-    dict of str to numpy.ndarray
-        One array per column of :data:`CELL_COLUMNS`.
-    """
-    return {name: np.zeros(n, dtype=np.dtype(dt)) for name, (dt, _) in CELL_COLUMNS.items()}
+#: Every QC rejection reason, in the priority segmentation applies them (the first that
+#: applies is recorded). ``nan`` comes first: no other measurement of it can be trusted.
+QC_REASONS = ("nan", "border", "too_small", "too_large", "not_round")

@@ -149,7 +149,7 @@ def background_noise(
     float
         Robust noise sigma in rad (0.0 for a constant frame).
     """
-    frame = np.ascontiguousarray(phase, dtype=np.float32)
+    frame: np.ndarray = np.ascontiguousarray(phase, dtype=np.float32)
     if smooth_sigma_px > 0:
         frame = cv2.GaussianBlur(frame, (0, 0), smooth_sigma_px)
     step = max(1, int(np.ceil(np.sqrt(frame.size / max_points))))

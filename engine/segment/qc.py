@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from hemalens.engine.project.schema import QC_REASONS
 from hemalens.engine.segment.settings import SegmentSettings
 
-#: Reasons (a subset of ``schema.QC_REASONS``) in decreasing priority: the first that
-#: applies is recorded. ``nan`` comes first: no other measurement of it can be trusted.
-QC_PRIORITY: tuple[str, ...] = ("nan", "border", "too_small", "too_large", "not_round")
+#: Reasons in decreasing priority: the first that applies is recorded.
+QC_PRIORITY: tuple[str, ...] = QC_REASONS
 
 
 def quality_filter(

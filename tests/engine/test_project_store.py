@@ -16,7 +16,6 @@ from hemalens.engine.project.schema import (
     FILE_FORMAT,
     INPUT_COLUMNS,
     SCHEMA_VERSION,
-    empty_cells,
 )
 from hemalens.engine.project.store import Project, ProjectWriter
 
@@ -26,7 +25,7 @@ CLASSES = ["lymphocyte", "monocyte", "neutrophil"]
 
 def random_cells(rng: np.random.Generator, n: int, n_inputs: int, n_classes: int) -> dict:
     """A full CELL_COLUMNS table with random values of the right dtypes."""
-    cells = empty_cells(n)
+    cells = {name: np.zeros(n, np.dtype(dtype)) for name, (dtype, _) in CELL_COLUMNS.items()}
     for arr in cells.values():
         k = arr.dtype.kind
         if k == "f":

@@ -1,0 +1,1 @@
+"""Bundled resources: icons, default settings (read with importlib.resources)."""
