@@ -155,8 +155,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
     info = project_info(args.project)
 
     def human(i: dict[str, Any]) -> str:
-        lines = [f"{k}: {v}" for k, v in i.items()]
-        return "\n".join(lines)
+        def fmt(v: Any) -> str:
+            if isinstance(v, dict):
+                return ", ".join(f"{k} {n}" for k, n in v.items()) or "none"
+            return str(v)
+
+        return "\n".join(f"{k.replace('_', ' ')}: {fmt(v)}" for k, v in i.items())
 
     _emit(info, args.json, human)
     return EXIT_OK

@@ -193,7 +193,6 @@ def segment_inputs(
                 label = spec.given_label or default_label
                 code = writer.class_code(label) if label else -1
                 done_frames = 0
-                ok = False
                 try:
                     for frame_index, cells in _frame_cells(source, settings):
                         checkpoint(progress)
@@ -216,15 +215,14 @@ def segment_inputs(
                         n_frames += 1
                         if progress is not None:
                             progress.set_progress(n_frames, total)
-                    ok = True
                 except InputError as err:
                     kept = f" ({done_frames} earlier frames kept)" if done_frames else ""
                     fail(record, f"{err}{kept}", input_id)
                 except (ValueError, OSError) as err:  # a library error no reader foresaw
                     fail(record, f"{spec.file}: {' '.join(str(err).split())}", input_id)
-                writer.update_input(input_id, n_frames=done_frames)
-                if ok:
+                else:
                     writer.update_input(input_id, status="ok")
+                writer.update_input(input_id, n_frames=done_frames)
         final = writer.close() if writer is not None else None
     except BaseException:
         if writer is not None:
