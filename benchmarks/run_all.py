@@ -16,9 +16,14 @@ BENCHMARKS = {
     "hologram": ["--frames", "50"],
     "ingest": ["--frames", "300"],
     "project": ["--cells", "100000"],
+    "mc_dropout": ["--arch", "both"],
+    "predict": ["--frames", "300"],
+    "train": [],
 }
 QUICK = {"segment": ["--frames", "200"], "hologram": ["--frames", "10"],
-         "ingest": ["--frames", "60"], "project": ["--cells", "5000"]}
+         "ingest": ["--frames", "60"], "project": ["--cells", "5000"],
+         "mc_dropout": ["--arch", "lenet5", "--cells", "500"], "predict": ["--frames", "40"],
+         "train": []}
 
 
 def main() -> None:

@@ -175,6 +175,99 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _train_config(args: argparse.Namespace) -> Any:
+    from hemalens.engine.train import TrainConfig
+
+    return TrainConfig(
+        arch=args.arch, dropout=args.dropout, input_size=args.input_size, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, patience=args.patience, seed=args.seed,
+        test_donor=args.test_donor, device=args.device,
+    )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from hemalens.engine.workflows.train import train_project
+
+    progress = TqdmProgress(not args.json)
+    try:
+        summary = train_project(args.project, _train_config(args), name=args.name,
+                                passes=args.mc, progress=progress)
+    finally:
+        progress.close()
+
+    def human(r: dict[str, Any]) -> str:
+        test = r["test"].get("table1", {}).get("freq", {})
+        f1 = f", test macro-F1 {test['f1']:.3f}" if test else ""
+        return (f"trained {r['model']} on {r['cells']} cells in {r['seconds']:.0f} s "
+                f"(best epoch {r['best_epoch']}, validation macro-F1 {r['val_macro_f1']:.3f}"
+                f"{f1}); T = {r['calibration']['temperature']:.2f}")
+
+    _emit(summary, args.json, human)
+    return EXIT_OK
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from hemalens.engine.workflows.predict import predict_project
+
+    progress = TqdmProgress(not args.json)
+    try:
+        summary = predict_project(args.project, model_name=args.model, passes=args.mc,
+                                  measure=args.measure, progress=progress)
+    finally:
+        progress.close()
+    _emit(summary, args.json, lambda r: (
+        f"predicted {r['cells']} cells with {r['model']} ({r['passes']} MC passes, "
+        f"{r['cells_per_s']:.0f} cells/s): "
+        + ", ".join(f"{k} {v}" for k, v in r["predicted"].items())))
+    return EXIT_OK
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from hemalens.engine.workflows.evaluate import evaluate_project
+
+    progress = TqdmProgress(not args.json)
+    try:
+        result = evaluate_project(args.project, _train_config(args), runs=args.runs,
+                                  passes=args.mc, out_dir=args.out, progress=progress)
+    finally:
+        progress.close()
+
+    def human(r: dict[str, Any]) -> str:
+        lines = [f"{r['runs']} runs on {r['cells']} cells"]
+        lines += [f"{row['inference']:>9} {row['metric']:<9} {row['mean']:.3f} ± {row['std']:.3f}"
+                  for row in r["table1"]]
+        lines += [f"{row['measure']:>9} {row['metric']}: {row['uncalibrated']['mean']:.4f} -> "
+                  f"{row['calibrated']['mean']:.4f}" for row in r["table2"]]
+        return "\n".join(lines)
+
+    _emit(result, args.json, human)
+    return EXIT_OK
+
+
+def _cmd_review(args: argparse.Namespace) -> int:
+    from hemalens.engine.workflows.review import review_project
+
+    progress = TqdmProgress(not args.json)
+    try:
+        review = review_project(args.project, model_name=args.model, threshold=args.threshold,
+                                with_ood=not args.no_ood, ood_n=args.ood_n, passes=args.mc,
+                                report_dir=args.report, progress=progress)
+    finally:
+        progress.close()
+
+    def human(r: dict[str, Any]) -> str:
+        lines = [f"{len(r['queue'])} cells in the mislabel queue (confidence >= {r['threshold']})"]
+        for sample, row in r["differential"].items():
+            parts = [f"{c} {v['percent']:.1f}%" for c, v in row.items() if not c.startswith("_")]
+            lines.append(f"{sample}: " + ", ".join(parts))
+        if r.get("report"):
+            lines.append(f"report: {r['report']}")
+        return "\n".join(lines)
+
+    _emit(review, args.json, human)
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -233,6 +326,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("csv", type=Path)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_export)
+
+    def training_options(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--arch", default="lenet5", choices=["lenet5", "alexnet"])
+        q.add_argument("--dropout", type=float,
+                       help="dropout rate (default 0.25 LeNet5, 0.5 AlexNet)")
+        q.add_argument("--input-size", type=int,
+                       help="model input px (LeNet5 32; AlexNet 64 on CPU by default, paper 224)")
+        q.add_argument("--epochs", type=int, default=30)
+        q.add_argument("--batch-size", type=int, default=128)
+        q.add_argument("--lr", type=float, default=1e-3)
+        q.add_argument("--patience", type=int, default=5, help="early-stopping patience (epochs)")
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--test-donor", help="hold this donor out as the test split")
+        q.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+        q.add_argument("--mc", type=int, default=100, help="MC-dropout passes (default 100)")
+        q.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+    p = sub.add_parser("train", help="train a classifier on the labelled cells, calibrate it")
+    p.add_argument("project", type=Path)
+    p.add_argument("--name", help="model name (default: arch and time)")
+    training_options(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("predict", help="predict every cell (frequentist + MC dropout, calibrated)")
+    p.add_argument("project", type=Path)
+    p.add_argument("--model", help="model name (default: the active model)")
+    p.add_argument("--mc", type=int, default=100, help="MC-dropout passes (default 100)")
+    p.add_argument("--measure", default="mc_mean_ts",
+                   choices=["freq", "freq_ts", "mc_mean", "mc_mean_ts", "mc_median", "mc_std"],
+                   help="confidence measure behind the shown class and confidence")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("evaluate", help="repeated runs: F1, ECE/MCE, reliability plots")
+    p.add_argument("project", type=Path)
+    p.add_argument("--runs", type=int, default=3, help="independent runs (paper: 15)")
+    p.add_argument("--out", type=Path, help="folder for reliability plots (PNG)")
+    training_options(p)
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("review", help="mislabel queue, differential counts, OOD tests, report")
+    p.add_argument("project", type=Path)
+    p.add_argument("--model", help="model name (default: the active model)")
+    p.add_argument("--threshold", type=float, default=0.95,
+                   help="calibrated confidence for the mislabel queue (default 0.95)")
+    p.add_argument("--no-ood", action="store_true", help="skip the OOD statistics")
+    p.add_argument("--ood-n", type=int, default=300, help="cells per OOD set")
+    p.add_argument("--mc", type=int, default=100, help="MC-dropout passes (default 100)")
+    p.add_argument("--report", type=Path, help="write an HTML report with figures here")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(func=_cmd_review)
     return parser
 
 

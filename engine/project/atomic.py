@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import threading
 from collections.abc import Callable
 from os import PathLike
 from pathlib import Path
@@ -191,6 +192,22 @@ def atomic_write(path: str | PathLike[str], write_fn: Callable[[Path], T]) -> T:
         return write_fn(af.tmp)
 
 
+_LOCKS: dict[Path, threading.RLock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def path_lock(path: str | PathLike[str]) -> threading.RLock:
+    """Return the one re-entrant lock of a file within this process.
+
+    Every read-modify-replace of a file holds it (:func:`atomic_update` does): two threads
+    updating at once would each copy the old file and one change would be lost. Hold it
+    around a read that decides what to write, too.
+    """
+    key = Path(path).resolve()
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(key, threading.RLock())
+
+
 def atomic_update(path: str | PathLike[str], modify_fn: Callable[[Path], T]) -> T:
     """Change ``path`` atomically: copy it beside, ``modify_fn(tmp)`` edits the copy, replace.
 
@@ -219,5 +236,5 @@ def atomic_update(path: str | PathLike[str], modify_fn: Callable[[Path], T]) -> 
         raise ProjectError(path, "no such file")
     if not os.access(path, os.W_OK):
         raise ProjectError(path, "file is read-only")
-    with AtomicFile(path, copy_existing=True) as af:
+    with path_lock(path), AtomicFile(path, copy_existing=True) as af:
         return modify_fn(af.tmp)

@@ -99,12 +99,38 @@ def _as_text(values: np.ndarray) -> list[str]:
     return values.astype(str).tolist()
 
 
+def _prediction_columns(p: Project) -> dict[str, list[str]]:
+    """CSV columns of the default model's predictions (none when the project has none)."""
+    from hemalens.engine.review.predictions import read_predictions  # review imports project
+
+    found = read_predictions(p)
+    if found is None:
+        return {}
+    cols, attrs = found
+    names = [str(c) for c in attrs.get("class_names") or p.classes]
+    out: dict[str, list[str]] = {}
+    if "predicted" in cols:
+        codes = cols["predicted"].astype(np.int64)
+        codes = np.where((codes >= 0) & (codes < len(names)), codes, -1)
+        out["predicted_label"] = np.array([*names, ""], dtype=str)[codes].tolist()
+    if "confidence" in cols:
+        out["confidence"] = _as_text(cols["confidence"])
+    probs = cols.get("probs")
+    if probs is not None and probs.ndim == 2 and probs.shape[1] == len(names):
+        for k, name in enumerate(names):
+            out[f"prob_{name}"] = _as_text(probs[:, k])
+    return out
+
+
 def export_cells_csv(path: str | PathLike[str], out_csv: str | PathLike[str]) -> int:
     """Write the cell table of a project as CSV, one row per object (atomically).
 
     Columns: :data:`CSV_LEAD_COLUMNS` first (``file`` as the input was named,
     ``given_label`` as a class name, ``qc_pass`` as true/false, NaN as empty), then every
-    other cell column (``original_label`` also as a class name, extras as numbers).
+    other cell column (``original_label`` also as a class name, extras as numbers). When
+    the project holds predictions (of the active model, else the latest), three more
+    kinds of columns close the row: ``predicted_label`` (class name, empty when none),
+    ``confidence`` and one ``prob_<class>`` per class (``probs``, temperature-scaled).
 
     Parameters
     ----------
@@ -137,6 +163,7 @@ def export_cells_csv(path: str | PathLike[str], out_csv: str | PathLike[str]) ->
                 columns[name] = p.label_names(c[name]).tolist()
             else:
                 columns[name] = _as_text(c[name])
+        columns.update(_prediction_columns(p))
         n = p.n_cells
 
     def write(tmp: Path) -> int:

@@ -14,7 +14,6 @@ Callers should batch: relabel a selection in one call, not one call per cell.
 
 from __future__ import annotations
 
-import threading
 from datetime import datetime
 from os import PathLike
 from pathlib import Path
@@ -23,21 +22,10 @@ from typing import Any
 import h5py
 import numpy as np
 
-from hemalens.engine.project.atomic import atomic_update
+from hemalens.engine.project.atomic import atomic_update, path_lock
 from hemalens.engine.project.store import iso_utc, open_project_h5
 
 __all__ = ["relabel"]
-
-_LOCKS: dict[Path, threading.Lock] = {}
-_LOCKS_GUARD = threading.Lock()
-
-
-def _path_lock(path: Path) -> threading.Lock:
-    """One lock per file: two threads relabelling at once would each copy the old file."""
-    key = path.resolve()
-    with _LOCKS_GUARD:
-        return _LOCKS.setdefault(key, threading.Lock())
-
 
 def _cell_ids(cell_ids: Any) -> np.ndarray:
     ids = np.asarray(cell_ids).reshape(-1)
@@ -143,7 +131,7 @@ def relabel(
     if name == "":
         raise ValueError("empty class name (use None to remove a label)")
     stamp = iso_utc(when)
-    with _path_lock(path):
+    with path_lock(path):
         with open_project_h5(path, "r") as f:
             n_cells = f["cells/given_label"].shape[0]
             classes = _classes(f)

@@ -34,11 +34,15 @@ class ClassModel:
     nucleus_contrast: tuple[float, float]  # uniform range, relative to the cytoplasm
 
 
+# Neutrophil/eosinophil overlap is tuned so that a LeNet5 (default TrainConfig) trained on
+# ~7.4k simulated cells reaches a test macro-F1 of ~0.93 against the true classes, near paper
+# 1's 0.925 (benchmarks/bench_difficulty.py): eosinophils are a little larger and denser,
+# mostly bilobed, with coarser, brighter granules; the distributions still overlap.
 CLASS_MODELS: dict[str, ClassModel] = {
     "lymphocyte": ClassModel((7.1, 0.5, 6.0, 8.2), (2.9, 0.4, 1.9, 3.8), (0.12, 0.30)),
     "monocyte": ClassModel((10.4, 0.7, 9.0, 12.0), (2.4, 0.4, 1.4, 3.6), (0.10, 0.25)),
     "neutrophil": ClassModel((9.0, 0.5, 8.0, 10.0), (2.3, 0.4, 1.3, 3.5), (0.12, 0.30)),
-    "eosinophil": ClassModel((9.2, 0.5, 8.0, 10.0), (2.4, 0.4, 1.3, 3.6), (0.10, 0.26)),
+    "eosinophil": ClassModel((9.3, 0.5, 8.1, 10.0), (2.8, 0.4, 1.7, 3.8), (0.10, 0.26)),
 }
 
 
@@ -175,12 +179,12 @@ def _nucleus(kind: str, x: np.ndarray, y: np.ndarray, w: float, rng: np.random.G
         notch = _soft_disc(x, y, cx - nd * np.cos(a), cy - nd * np.sin(a), notch_r, w)
         return body * (1.0 - notch)
     if kind == "neutrophil":  # 3-5 lobes; close packing makes some look bi- or trilobed
-        n = int(rng.choice([2, 3, 4, 5], p=[0.1, 0.42, 0.35, 0.13]))
+        n = int(rng.choice([2, 3, 4, 5], p=[0.05, 0.4, 0.4, 0.15]))
         r = rng.uniform(0.19, 0.28)
         return _lobes(x, y, n, r, rng.uniform(0.75, 1.25), w, rng)
     if kind == "eosinophil":  # mostly bilobed, sometimes trilobed
-        n = int(rng.choice([2, 3], p=[0.75, 0.25]))
-        r = rng.uniform(0.22, 0.31)
+        n = int(rng.choice([2, 3], p=[0.85, 0.15]))
+        r = rng.uniform(0.24, 0.32)
         return _lobes(x, y, n, r, rng.uniform(0.8, 1.3), w, rng)
     raise ValueError(f"unknown leukocyte class {kind!r}")
 
@@ -229,11 +233,11 @@ def draw_leukocyte(
     area_scale = (diameter / 9.0) ** 2
     if kind == "neutrophil":  # many fine granules, faint to moderate
         n = int(rng.uniform(150, 330) * area_scale)
-        g = _granules(f, rng, cytoplasm, n, rng.uniform(0.18, 0.26), (0.0, rng.uniform(0.03, 0.1)))
+        g = _granules(f, rng, cytoplasm, n, rng.uniform(0.18, 0.26), (0.0, rng.uniform(0.02, 0.06)))
     elif kind == "eosinophil":  # fewer coarse, bright granules of varying contrast
         n = int(rng.uniform(45, 110) * area_scale)
-        amp = rng.uniform(0.03, 0.15)
-        g = _granules(f, rng, cytoplasm, n, rng.uniform(0.26, 0.4), (0.5 * amp, amp))
+        amp = rng.uniform(0.07, 0.2)
+        g = _granules(f, rng, cytoplasm, n, rng.uniform(0.3, 0.45), (0.5 * amp, amp))
     elif kind == "monocyte":  # a few low-phase vacuoles
         n = int(rng.integers(0, 5))
         g = -_granules(f, rng, cytoplasm, n, 0.4, (0.03, 0.12))

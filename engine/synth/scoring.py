@@ -31,6 +31,83 @@ def read_truth(path: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def match_truth(
+    truth: list[dict[str, str]], project: Project, match_px: float = 3.0
+) -> list[int | None]:
+    """Pair each truth row with the nearest project object of its run and frame.
+
+    Parameters
+    ----------
+    truth : list of dict
+        Rows of ``truth.csv`` (see :func:`read_truth`).
+    project : Project
+        An open project segmented from the same simulation.
+    match_px : float
+        Largest centroid distance of a match, in frame pixels.
+
+    Returns
+    -------
+    list of int or None
+        Per truth row, the matched cell row, or None.
+    """
+    cells = project.cells
+    runs = np.asarray([str(r) for r in project.inputs["run"]], dtype=object)
+    run_of = runs[cells["input_id"]]
+    frames = np.asarray(cells["frame"])
+    order = np.lexsort((frames, run_of.astype(str)))
+    keys = list(zip(run_of[order].tolist(), frames[order].tolist(), strict=True))
+    groups: dict[tuple[str, int], np.ndarray] = {}
+    start = 0
+    for k in range(1, len(keys) + 1):
+        if k == len(keys) or keys[k] != keys[start]:
+            groups[keys[start]] = order[start:k]
+            start = k
+
+    xy = np.c_[cells["x"], cells["y"]]
+    trees = {key: cKDTree(xy[idx]) for key, idx in groups.items()}
+    matched: list[int | None] = []
+    for row in truth:
+        key = (row["run"], int(row["frame"]))
+        tree = trees.get(key)
+        if tree is None:
+            matched.append(None)
+            continue
+        dist, j = tree.query([float(row["x"]), float(row["y"])])
+        matched.append(int(groups[key][j]) if dist <= match_px else None)
+    return matched
+
+
+def true_classes(
+    truth_csv: str | Path, project_path: str | Path, match_px: float = 3.0
+) -> np.ndarray:
+    """Return the simulated true class of every project object ('' where unmatched).
+
+    Parameters
+    ----------
+    truth_csv : str or Path
+        The simulator's ``truth.csv``.
+    project_path : str or Path
+        A project segmented from that simulation.
+    match_px : float
+        Largest centroid distance of a match, in frame pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_cells,)`` object array of class names: a leukocyte class, ``erythrocyte``,
+        ``mixed`` (aggregates) or ``''`` (debris, or no truth object nearby). Defocused
+        cells keep their class.
+    """
+    truth = read_truth(truth_csv)
+    with Project.open(project_path) as project:
+        matched = match_truth(truth, project, match_px)
+        out = np.full(project.n_cells, "", dtype=object)
+    for row, m in zip(truth, matched, strict=True):
+        if m is not None:
+            out[m] = row["true_class"] or ("erythrocyte" if row["kind"] == "erythrocyte" else "")
+    return out
+
+
 def score_segmentation(
     truth_csv: str | Path, project_path: str | Path, match_px: float = 3.0
 ) -> dict[str, Any]:
@@ -58,29 +135,7 @@ def score_segmentation(
     truth = read_truth(truth_csv)
     with Project.open(project_path) as project:
         cells = project.cells
-        runs = np.asarray([str(r) for r in project.inputs["run"]], dtype=object)
-    run_of = runs[cells["input_id"]]
-    frames = np.asarray(cells["frame"])
-    order = np.lexsort((frames, run_of.astype(str)))
-    keys = list(zip(run_of[order].tolist(), frames[order].tolist(), strict=True))
-    groups: dict[tuple[str, int], np.ndarray] = {}
-    start = 0
-    for k in range(1, len(keys) + 1):
-        if k == len(keys) or keys[k] != keys[start]:
-            groups[keys[start]] = order[start:k]
-            start = k
-
-    xy = np.c_[cells["x"], cells["y"]]
-    trees = {key: cKDTree(xy[idx]) for key, idx in groups.items()}
-    matched: list[int | None] = []
-    for row in truth:
-        key = (row["run"], int(row["frame"]))
-        tree = trees.get(key)
-        if tree is None:
-            matched.append(None)
-            continue
-        dist, j = tree.query([float(row["x"]), float(row["y"])])
-        matched.append(int(groups[key][j]) if dist <= match_px else None)
+        matched = match_truth(truth, project, match_px)
 
     qc = np.asarray(cells["qc_pass"], bool)
     target = [

@@ -1,0 +1,57 @@
+"""Inference and confidence calibration (paper 1, §3.2 and §4.2).
+
+- :mod:`.inference`: frequentist logits and MC-dropout probabilities (trunk cached, only
+  dropout stochastic), per-cell summaries (mean, renormalised median, std);
+- :mod:`.temperature`: temperature scaling fitted by a bounded search over ``log T``;
+- :mod:`.std_confidence`: the std-based confidence (isotonic, non-increasing map);
+- :mod:`.metrics`: ECE/MCE over equal-width bins, reliability-diagram data;
+- :mod:`.measures`: every confidence measure of paper Table 2, and their calibrators;
+- :mod:`.plots`: reliability diagrams and their box-plot variant over runs (PNG).
+"""
+
+from __future__ import annotations
+
+from hemalens.engine.calibrate.inference import (
+    DROPOUT_TYPES,
+    mc_dropout_logits,
+    mc_dropout_probs,
+    mc_softmax,
+    mc_summary,
+    predict_logits,
+)
+from hemalens.engine.calibrate.measures import MEASURES, confidence_measures, fit_calibrators
+from hemalens.engine.calibrate.metrics import bin_index, calibration_errors, reliability_data
+from hemalens.engine.calibrate.plots import plot_reliability, plot_reliability_runs
+from hemalens.engine.calibrate.std_confidence import StdConfidence
+from hemalens.engine.calibrate.temperature import (
+    fit_temperature,
+    fit_temperature_probs,
+    log_probs,
+    nll,
+    softmax_t,
+    temperature_scale_probs,
+)
+
+__all__ = [
+    "DROPOUT_TYPES",
+    "MEASURES",
+    "StdConfidence",
+    "bin_index",
+    "calibration_errors",
+    "confidence_measures",
+    "fit_calibrators",
+    "fit_temperature",
+    "fit_temperature_probs",
+    "log_probs",
+    "mc_dropout_logits",
+    "mc_dropout_probs",
+    "mc_softmax",
+    "mc_summary",
+    "nll",
+    "plot_reliability",
+    "plot_reliability_runs",
+    "predict_logits",
+    "reliability_data",
+    "softmax_t",
+    "temperature_scale_probs",
+]

@@ -1,0 +1,473 @@
+"""Trained models inside the project file: save, load, list, switch the active one.
+
+Layout (plain HDF5, readable with h5py alone; no pickles)::
+
+    /models                      attr ``active``: name of the active model
+    /models/<name>/weights/<k>   one float32 dataset per ``state_dict`` entry ``k``
+    /models/<name>/split/{train,val,test}   int64 cell ids (see ``split_ids`` below)
+    /models/<name>  attrs  format ("hemalens-model"), format_version, spec_json
+                           (:class:`ModelSpec`), class_names_json, metrics_json,
+                           history_json (one dict per epoch), extra_json, temperature
+                           (float, NaN until calibrated), created (ISO 8601 UTC),
+                           hemalens_version, split_ids ("cell_id", or "index" when the
+                           saver gave no cell ids), trained_on_json (patch shape and
+                           normalisation of the project's patches), train_config_json
+                           (the :class:`~hemalens.engine.train.TrainConfig`, or null)
+
+Every change goes through :func:`~hemalens.engine.project.atomic.atomic_update` (copy,
+modify the copy, replace): an error or an interruption leaves the project as it was.
+HDF5 does not give back the space of a deleted or replaced model; the file keeps that
+size until it is repacked (e.g. ``h5repack``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from os import PathLike
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import h5py
+import numpy as np
+
+from hemalens.engine import __version__
+from hemalens.engine.errors import ProjectError
+from hemalens.engine.models.spec import Classifier, ModelSpec
+from hemalens.engine.models.weights import model_from_arrays, state_to_arrays
+from hemalens.engine.project.atomic import atomic_update
+from hemalens.engine.project.store import Project, iso_utc, open_project_h5
+
+if TYPE_CHECKING:  # engine.train imports this package; no runtime cycle
+    from hemalens.engine.train.loop import TrainResult
+
+__all__ = [
+    "delete_model",
+    "list_models",
+    "load_model",
+    "save_model",
+    "set_active_model",
+    "update_model",
+]
+
+MODEL_FORMAT = "hemalens-model"
+MODEL_FORMAT_VERSION = 1
+SPLITS = ("train", "val", "test")
+_LIBVER = ("v110", "v110")  # as ProjectWriter: new objects may carry large (dense) attributes
+_UNSET: Any = object()
+
+
+def _path_of(project: str | PathLike[str] | Project) -> Path:
+    return project.path if isinstance(project, Project) else Path(project)
+
+
+def _json(obj: Any, what: str) -> str:
+    def default(o: Any) -> Any:
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        if isinstance(o, PathLike):
+            return str(o)
+        raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+    try:
+        return json.dumps(obj, default=default, allow_nan=True)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{what} must be JSON serialisable: {err}") from err
+
+
+def _check_name(name: str) -> str:
+    name = str(name).strip()
+    if not name or "/" in name or name in (".", ".."):
+        raise ValueError(f"invalid model name {name!r} (non-empty, no '/')")
+    return name
+
+
+def _check_temperature(temperature: float | None) -> float:
+    if temperature is None:
+        return math.nan
+    t = float(temperature)
+    if math.isnan(t):
+        return t
+    if not (math.isfinite(t) and t > 0):
+        raise ValueError(f"temperature must be a positive number or None, got {temperature}")
+    return t
+
+
+def _model_names(f: h5py.File) -> list[str]:
+    g = f.get("models")
+    if not isinstance(g, h5py.Group):
+        return []
+    return [k for k, v in g.items() if isinstance(v, h5py.Group) and "weights" in v]
+
+
+def _active(f: h5py.File) -> str | None:
+    names = _model_names(f)
+    if not names:
+        return None
+    act = f["models"].attrs.get("active")
+    if isinstance(act, bytes):
+        act = act.decode("utf-8")
+    if act in names:
+        return str(act)
+    # no (valid) active mark: the most recently created model
+    return max(names, key=lambda n: str(f["models"][n].attrs.get("created", "")))
+
+
+def _loads(attrs: h5py.AttributeManager, key: str, default: Any) -> Any:
+    raw = attrs.get(key)
+    if raw is None:
+        return default
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8")
+    return json.loads(str(raw))
+
+
+def _read_meta(f: h5py.File, name: str, *, with_split: bool = True) -> dict[str, Any]:
+    g = f["models"][name]
+    a = g.attrs
+    t = float(a.get("temperature", math.nan))
+    meta: dict[str, Any] = {
+        "name": name,
+        "spec": _loads(a, "spec_json", {}),
+        "class_names": _loads(a, "class_names_json", []),
+        "metrics": _loads(a, "metrics_json", {}),
+        "history": _loads(a, "history_json", []),
+        "extra": _loads(a, "extra_json", {}),
+        "trained_on": _loads(a, "trained_on_json", {}),
+        "train_config": _loads(a, "train_config_json", None),
+        "temperature": None if math.isnan(t) else t,
+        "created": str(a.get("created", "")),
+        "hemalens_version": str(a.get("hemalens_version", "")),
+        "split_ids": str(a.get("split_ids", "cell_id")),
+        "active": name == _active(f),
+    }
+    if with_split:
+        sg = g.get("split")
+        meta["split"] = {
+            k: np.asarray(sg[k][()], np.int64) if sg is not None and k in sg else np.zeros(0, int)
+            for k in SPLITS
+        }
+    return meta
+
+
+def _no_models(path: Path) -> ProjectError:
+    return ProjectError(path, "has no trained model (train one first, e.g. `hemalens train`)")
+
+
+def _require_model(f: h5py.File, path: Path, name: str) -> None:
+    names = _model_names(f)
+    if not names:
+        raise _no_models(path)
+    if name not in names:
+        raise ProjectError(path, f"no model named {name!r}; models: {sorted(names)}")
+
+
+def save_model(
+    project_path: str | PathLike[str],
+    name: str,
+    result: TrainResult,
+    class_names: list[str] | tuple[str, ...],
+    *,
+    temperature: float | None = None,
+    extra: Mapping[str, Any] | None = None,
+    make_active: bool = True,
+    cell_ids: np.ndarray | None = None,
+) -> None:
+    """Store a trained model in the project, atomically (replaces a model of that name).
+
+    Parameters
+    ----------
+    project_path : str or PathLike
+        The project file.
+    name : str
+        Model name (non-empty, no ``/``).
+    result : TrainResult
+        From :func:`hemalens.engine.train.train_classifier`: model, spec, split, history,
+        best epoch, validation macro-F1, seconds, device.
+    class_names : sequence of str
+        Name of each output (length ``spec.n_classes``).
+    temperature : float, optional
+        Fitted temperature; None (stored as NaN) until calibrated.
+    extra : dict, optional
+        Anything else JSON-serialisable (e.g. test metrics, the training config).
+    make_active : bool
+        Mark this model as the project's active one.
+    cell_ids : numpy.ndarray, optional
+        Cell id of each row of the training arrays (as returned by
+        :func:`~hemalens.engine.train.training_data`): ``result.split`` holds row indices,
+        and the project stores cell ids. Without it the indices are stored as they are
+        and ``split_ids`` says ``"index"``.
+
+    Raises
+    ------
+    ValueError
+        Bad name, class names, temperature, split, or non-JSON ``extra``; nothing written.
+    ProjectError
+        Not a project, or it cannot be replaced; it is left as it was.
+    """
+    path = Path(project_path)
+    name = _check_name(name)
+    spec: ModelSpec = result.spec
+    classes = [str(c) for c in class_names]
+    if len(classes) != spec.n_classes:
+        raise ValueError(f"{len(classes)} class names for a model with {spec.n_classes} outputs")
+    t = _check_temperature(temperature)
+    split: dict[str, np.ndarray] = {}
+    for k in SPLITS:
+        idx = np.asarray(result.split.get(k, np.zeros(0, np.int64))).reshape(-1)
+        if idx.size and idx.dtype.kind not in "iu":
+            raise ValueError(f"split[{k!r}] must hold integers, got {idx.dtype}")
+        idx = idx.astype(np.int64)
+        if cell_ids is not None:
+            ids = np.asarray(cell_ids, np.int64).reshape(-1)
+            if idx.size and (idx.min() < 0 or idx.max() >= ids.size):
+                raise ValueError(f"split[{k!r}] indexes beyond the {ids.size} cell ids given")
+            idx = ids[idx]
+        split[k] = idx
+    metrics = {
+        "val_macro_f1": float(result.val_macro_f1),
+        "best_epoch": int(result.best_epoch),
+        "epochs_run": len(result.history),
+        "seconds": float(result.seconds),
+        "device": str(result.device),
+        "n_train": int(split["train"].size),
+        "n_val": int(split["val"].size),
+        "n_test": int(split["test"].size),
+    }
+    attrs = {
+        "format": MODEL_FORMAT,
+        "format_version": MODEL_FORMAT_VERSION,
+        "spec_json": _json(spec.to_dict(), "spec"),
+        "class_names_json": _json(classes, "class names"),
+        "metrics_json": _json(metrics, "metrics"),
+        "history_json": _json(list(result.history), "history"),
+        "extra_json": _json(dict(extra or {}), "extra"),
+        "temperature": t,
+        "created": iso_utc(),
+        "hemalens_version": __version__,
+        "split_ids": "index" if cell_ids is None else "cell_id",
+    }
+    config = getattr(result, "config", None)
+    attrs["train_config_json"] = _json(None if config is None else config.to_dict(), "config")
+    weights = state_to_arrays(result.model)
+    with open_project_h5(path, "r") as f:  # a readable project, before any copying
+        img = f["patches/images"]
+        trained_on = {
+            "patch_shape": list(img.shape[1:]),
+            "normalisation": json.loads(img.attrs.get("normalisation_json", "{}")),
+        }
+    attrs["trained_on_json"] = _json(trained_on, "trained_on")
+
+    def modify(tmp: Path) -> None:
+        with h5py.File(tmp, "r+", libver=_LIBVER) as f:
+            models = f.require_group("models")
+            if name in models:
+                del models[name]
+            g = models.create_group(name)
+            g.attrs.update(attrs)
+            wg = g.create_group("weights")
+            for key, arr in weights.items():
+                wg.create_dataset(key, data=arr)
+            sg = g.create_group("split")
+            for key, idx in split.items():
+                sg.create_dataset(key, data=idx, dtype=np.int64)
+            if make_active or "active" not in models.attrs:  # the first model is active
+                models.attrs["active"] = name
+            f["meta"].attrs["modified"] = iso_utc()
+
+    atomic_update(path, modify)
+
+
+def load_model(
+    project_path_or_project: str | PathLike[str] | Project, name: str | None = None
+) -> tuple[Classifier, dict[str, Any]]:
+    """Load a model from the project (the active one when ``name`` is None).
+
+    Parameters
+    ----------
+    project_path_or_project : str, PathLike or Project
+        The project (a :class:`Project` is re-opened read-only by its path).
+    name : str, optional
+        Model name; default the active model (or, without an active mark, the newest).
+
+    Returns
+    -------
+    (Classifier, dict)
+        The model on the CPU in eval mode, and its metadata: ``name``, ``spec`` (dict),
+        ``class_names``, ``split`` ({train, val, test}: int64 arrays), ``split_ids``,
+        ``metrics``, ``history``, ``extra``, ``trained_on``, ``train_config``,
+        ``temperature`` (None until calibrated), ``created``, ``hemalens_version``,
+        ``active``.
+
+    Raises
+    ------
+    ProjectError
+        Not a project, no models, no model of that name, or a corrupt model.
+    """
+    path = _path_of(project_path_or_project)
+    with open_project_h5(path, "r") as f:
+        if name is None:
+            name = _active(f)
+            if name is None:
+                raise _no_models(path)
+        _require_model(f, path, name)
+        try:
+            meta = _read_meta(f, name)
+            spec = ModelSpec.from_dict(meta["spec"])
+            arrays = {k: ds[()] for k, ds in f["models"][name]["weights"].items()}
+            model = model_from_arrays(spec, arrays)
+        except (ValueError, KeyError, TypeError) as err:
+            raise ProjectError(path, f"model {name!r} is corrupt: {err}") from err
+    return model, meta
+
+
+def list_models(project: str | PathLike[str] | Project) -> list[dict[str, Any]]:
+    """Summarise the models stored in a project, oldest first.
+
+    Parameters
+    ----------
+    project : str, PathLike or Project
+        The project.
+
+    Returns
+    -------
+    list of dict
+        One per model: ``name``, ``arch``, ``n_classes``, ``dropout``, ``input_size``,
+        ``class_names``, ``created``, ``active``, ``temperature``, ``metrics``. Empty
+        when the project has none.
+
+    Raises
+    ------
+    ProjectError
+        Not a readable project.
+    """
+    path = _path_of(project)
+    rows = []
+    with open_project_h5(path, "r") as f:
+        for n in _model_names(f):
+            m = _read_meta(f, n, with_split=False)
+            rows.append(
+                {
+                    "name": n,
+                    **{k: m["spec"].get(k) for k in ("arch", "n_classes", "dropout", "input_size")},
+                    "class_names": m["class_names"],
+                    "created": m["created"],
+                    "active": m["active"],
+                    "temperature": m["temperature"],
+                    "metrics": m["metrics"],
+                }
+            )
+    return sorted(rows, key=lambda r: (r["created"], r["name"]))
+
+
+def set_active_model(project_path: str | PathLike[str], name: str) -> None:
+    """Make ``name`` the project's active model (atomically).
+
+    Parameters
+    ----------
+    project_path : str or PathLike
+        The project file.
+    name : str
+        An existing model.
+
+    Raises
+    ------
+    ProjectError
+        No such model, or the file cannot be replaced.
+    """
+    path = Path(project_path)
+    with open_project_h5(path, "r") as f:
+        _require_model(f, path, name)
+
+    def modify(tmp: Path) -> None:
+        with h5py.File(tmp, "r+") as f:
+            f["models"].attrs["active"] = name
+            f["meta"].attrs["modified"] = iso_utc()
+
+    atomic_update(path, modify)
+
+
+def update_model(
+    project_path: str | PathLike[str],
+    name: str,
+    *,
+    temperature: float | None = _UNSET,
+    metrics: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> None:
+    """Change a stored model's temperature and merge into its metrics / extra (atomically).
+
+    Parameters
+    ----------
+    project_path : str or PathLike
+        The project file.
+    name : str
+        An existing model.
+    temperature : float or None, optional
+        New temperature (None clears it); left as it is when not given.
+    metrics, extra : dict, optional
+        Keys merged into the stored ``metrics`` / ``extra`` (JSON-serialisable).
+
+    Raises
+    ------
+    ValueError
+        Bad temperature or non-JSON values; nothing written.
+    ProjectError
+        No such model, or the file cannot be replaced.
+    """
+    path = Path(project_path)
+    t = None if temperature is _UNSET else _check_temperature(temperature)
+    _json(dict(metrics or {}), "metrics")
+    _json(dict(extra or {}), "extra")
+    with open_project_h5(path, "r") as f:
+        _require_model(f, path, name)
+
+    def modify(tmp: Path) -> None:
+        with h5py.File(tmp, "r+", libver=_LIBVER) as f:
+            a = f["models"][name].attrs
+            if t is not None:
+                a["temperature"] = t
+            for key, new in (("metrics_json", metrics), ("extra_json", extra)):
+                if new:
+                    a[key] = _json({**_loads(a, key, {}), **dict(new)}, key)
+            f["meta"].attrs["modified"] = iso_utc()
+
+    atomic_update(path, modify)
+
+
+def delete_model(project_path: str | PathLike[str], name: str) -> None:
+    """Remove a model (atomically); if it was active, the newest remaining one becomes so.
+
+    Parameters
+    ----------
+    project_path : str or PathLike
+        The project file.
+    name : str
+        An existing model.
+
+    Raises
+    ------
+    ProjectError
+        No such model, or the file cannot be replaced.
+    """
+    path = Path(project_path)
+    with open_project_h5(path, "r") as f:
+        _require_model(f, path, name)
+
+    def modify(tmp: Path) -> None:
+        with h5py.File(tmp, "r+") as f:
+            models = f["models"]
+            was_active = _active(f) == name
+            del models[name]
+            if was_active:
+                if "active" in models.attrs:
+                    del models.attrs["active"]
+                nxt = _active(f)
+                if nxt is not None:
+                    models.attrs["active"] = nxt
+            f["meta"].attrs["modified"] = iso_utc()
+
+    atomic_update(path, modify)
