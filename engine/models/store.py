@@ -37,7 +37,7 @@ from hemalens.engine.errors import ProjectError
 from hemalens.engine.models.spec import Classifier, ModelSpec
 from hemalens.engine.models.weights import model_from_arrays, state_to_arrays
 from hemalens.engine.project.atomic import atomic_update
-from hemalens.engine.project.store import Project, iso_utc, open_project_h5
+from hemalens.engine.project.store import Project, iso_utc, open_project_h5, to_json
 
 if TYPE_CHECKING:  # engine.train imports this package; no runtime cycle
     from hemalens.engine.train.loop import TrainResult
@@ -60,22 +60,6 @@ _UNSET: Any = object()
 
 def _path_of(project: str | PathLike[str] | Project) -> Path:
     return project.path if isinstance(project, Project) else Path(project)
-
-
-def _json(obj: Any, what: str) -> str:
-    def default(o: Any) -> Any:
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-        if isinstance(o, PathLike):
-            return str(o)
-        raise TypeError(f"{type(o).__name__} is not JSON serialisable")
-
-    try:
-        return json.dumps(obj, default=default, allow_nan=True)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{what} must be JSON serialisable: {err}") from err
 
 
 def _check_name(name: str) -> str:
@@ -240,18 +224,18 @@ def save_model(
     attrs = {
         "format": MODEL_FORMAT,
         "format_version": MODEL_FORMAT_VERSION,
-        "spec_json": _json(spec.to_dict(), "spec"),
-        "class_names_json": _json(classes, "class names"),
-        "metrics_json": _json(metrics, "metrics"),
-        "history_json": _json(list(result.history), "history"),
-        "extra_json": _json(dict(extra or {}), "extra"),
+        "spec_json": to_json(spec.to_dict(), "spec"),
+        "class_names_json": to_json(classes, "class names"),
+        "metrics_json": to_json(metrics, "metrics"),
+        "history_json": to_json(list(result.history), "history"),
+        "extra_json": to_json(dict(extra or {}), "extra"),
         "temperature": t,
         "created": iso_utc(),
         "hemalens_version": __version__,
         "split_ids": "index" if cell_ids is None else "cell_id",
     }
     config = getattr(result, "config", None)
-    attrs["train_config_json"] = _json(None if config is None else config.to_dict(), "config")
+    attrs["train_config_json"] = to_json(None if config is None else config.to_dict(), "config")
     weights = state_to_arrays(result.model)
     with open_project_h5(path, "r") as f:  # a readable project, before any copying
         img = f["patches/images"]
@@ -259,7 +243,7 @@ def save_model(
             "patch_shape": list(img.shape[1:]),
             "normalisation": json.loads(img.attrs.get("normalisation_json", "{}")),
         }
-    attrs["trained_on_json"] = _json(trained_on, "trained_on")
+    attrs["trained_on_json"] = to_json(trained_on, "trained_on")
 
     def modify(tmp: Path) -> None:
         with h5py.File(tmp, "r+", libver=_LIBVER) as f:
@@ -420,8 +404,8 @@ def update_model(
     """
     path = Path(project_path)
     t = None if temperature is _UNSET else _check_temperature(temperature)
-    _json(dict(metrics or {}), "metrics")
-    _json(dict(extra or {}), "extra")
+    to_json(dict(metrics or {}), "metrics")
+    to_json(dict(extra or {}), "extra")
     with open_project_h5(path, "r") as f:
         _require_model(f, path, name)
 
@@ -432,7 +416,7 @@ def update_model(
                 a["temperature"] = t
             for key, new in (("metrics_json", metrics), ("extra_json", extra)):
                 if new:
-                    a[key] = _json({**_loads(a, key, {}), **dict(new)}, key)
+                    a[key] = to_json({**_loads(a, key, {}), **dict(new)}, key)
             f["meta"].attrs["modified"] = iso_utc()
 
     atomic_update(path, modify)

@@ -82,7 +82,27 @@ def iso_utc(when: datetime | None = None) -> str:
     return when.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
-def _to_json(obj: Any, what: str) -> str:
+def to_json(obj: Any, what: str) -> str:
+    """Encode ``obj`` as JSON text for an HDF5 attribute (numpy values and paths allowed).
+
+    Parameters
+    ----------
+    obj : object
+        Dicts, lists, numbers, strings, None, numpy scalars/arrays, paths.
+    what : str
+        Name used in the error message.
+
+    Returns
+    -------
+    str
+        The JSON text (NaN allowed).
+
+    Raises
+    ------
+    ValueError
+        When ``obj`` holds something JSON cannot express.
+    """
+
     def default(o: Any) -> Any:
         if isinstance(o, np.generic):
             return o.item()
@@ -93,7 +113,7 @@ def _to_json(obj: Any, what: str) -> str:
         raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
     try:
-        return json.dumps({} if obj is None else obj, default=default, allow_nan=True)
+        return json.dumps(obj, default=default, allow_nan=True)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{what} must be JSON serialisable: {err}") from err
 
@@ -232,9 +252,9 @@ class ProjectWriter:
             raise ValueError(f"patch_shape {tuple(patch_shape)} does not fit {patch_kind} patches")
         if image_dtype not in ("float32", "float16"):
             raise ValueError(f"image_dtype must be 'float32' or 'float16', got {image_dtype!r}")
-        settings_json = _to_json(settings, "settings")
-        meta_json = _to_json(meta, "meta")
-        norm_json = _to_json(normalisation, "normalisation")
+        settings_json = to_json(settings or {}, "settings")
+        meta_json = to_json(meta or {}, "meta")
+        norm_json = to_json(normalisation or {}, "normalisation")
         self._classes: list[str] = []
         for name in classes:
             self.class_code(name)

@@ -43,7 +43,7 @@ import numpy as np
 
 from hemalens.engine.errors import ProjectError
 from hemalens.engine.project.atomic import atomic_update, path_lock
-from hemalens.engine.project.store import Project, iso_utc, open_project_h5
+from hemalens.engine.project.store import Project, iso_utc, open_project_h5, to_json
 
 __all__ = ["PREDICTION_COLUMNS", "active_model_name", "read_predictions", "write_predictions"]
 
@@ -56,22 +56,6 @@ PREDICTION_COLUMNS: dict[str, str] = {
     "mc_median": "float32 (N, K) median of the MC-dropout probabilities, renormalised",
     "mc_std": "float32 (N, K) standard deviation of the MC-dropout probabilities",
 }
-
-
-def _json(obj: Mapping[str, Any]) -> str:
-    def default(o: Any) -> Any:
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-        if isinstance(o, PathLike):
-            return str(o)
-        raise TypeError(f"{type(o).__name__} is not JSON serialisable")
-
-    try:
-        return json.dumps(dict(obj), default=default, allow_nan=True)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"prediction attrs must be JSON serialisable: {err}") from err
 
 
 def _check_name(model_name: str) -> str:
@@ -145,7 +129,7 @@ def write_predictions(
     meta = {**dict(attrs)}
     meta.setdefault("model", name)
     meta.setdefault("created", iso_utc())
-    text = _json(meta)
+    text = to_json(dict(meta), "prediction attrs")
 
     def modify(tmp: Path) -> None:
         with h5py.File(tmp, "r+") as f:
