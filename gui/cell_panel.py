@@ -115,13 +115,22 @@ class CellPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.title)
+        self._pred: tuple[dict[str, np.ndarray], list[str]] | None = None
         layout.addWidget(splitter, 1)
         self.clear()
 
     def set_project(self, project: Any) -> None:
         """Use ``project`` for later :meth:`show_cell` calls and clear the view."""
         self._project = project
+        self._pred = None
         self.clear()
+
+    def set_predictions(self, columns: dict[str, np.ndarray] | None,
+                        class_names: list[str] | None = None) -> None:
+        """Show these predictions (``hemalens predict`` columns) with each cell."""
+        self._pred = None if columns is None else (columns, list(class_names or []))
+        if self.cell >= 0:
+            self.show_cell(self.cell)
 
     def clear(self) -> None:
         """Show nothing."""
@@ -200,6 +209,8 @@ class CellPanel(QWidget):
                 code = int(cells[col][i])
                 name = classes[code] if 0 <= code < len(classes) else ""
                 rows.append((col, name or "none", name, desc))
+        if self._pred is not None:
+            rows += self._prediction_rows(i)
         if "qc_pass" in cells:
             passed = bool(cells["qc_pass"][i])
             reason = _plain(cells["qc_reason"][i]) if "qc_reason" in cells else ""
@@ -212,6 +223,22 @@ class CellPanel(QWidget):
             value = cells[col][i]
             desc = CELL_COLUMNS[col][1] if col in CELL_COLUMNS else ""
             rows.append((col, format_value(value, UNITS.get(col, "")), _plain(value), desc))
+        return rows
+
+    def _prediction_rows(self, i: int) -> list[tuple[str, str, Any, str]]:
+        """Predicted class, calibrated confidence, and each class's MC mean ± std."""
+        assert self._pred is not None
+        columns, names = self._pred
+        code = int(columns["predicted"][i])
+        name = names[code] if 0 <= code < len(names) else "?"
+        conf = float(columns["confidence"][i])
+        rows = [("predicted", name, name, "class of the calibrated prediction"),
+                ("confidence", f"{conf:.1%}", conf, "calibrated confidence of that class")]
+        if "mc_mean" in columns and "mc_std" in columns:
+            for k, cls in enumerate(names):
+                mean, std = float(columns["mc_mean"][i, k]), float(columns["mc_std"][i, k])
+                rows.append((f"p({cls})", f"{mean:.3f} ± {std:.3f}", mean,
+                             "MC-dropout mean ± standard deviation of the class probability"))
         return rows
 
     def _fill_table(self, rows: list[tuple[str, str, Any, str]]) -> None:

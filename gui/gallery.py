@@ -78,6 +78,27 @@ def qc_first_sort_key(cells: Mapping[str, np.ndarray]) -> np.ndarray:
     return (~np.asarray(cells["qc_pass"], dtype=bool)).astype(np.int8)
 
 
+def least_certain_first(confidence: np.ndarray) -> SortKey:
+    """Sort key: QC-passed cells first, each group by ascending calibrated confidence.
+
+    Parameters
+    ----------
+    confidence : numpy.ndarray
+        ``(n_cells,)`` calibrated confidence of the shown prediction (NaN sorts last).
+
+    Returns
+    -------
+    callable
+        A ``sort_key`` for :class:`GalleryModel`.
+    """
+    conf = np.nan_to_num(np.asarray(confidence, dtype=np.float64), nan=1.0)
+
+    def key(cells: Mapping[str, np.ndarray]) -> np.ndarray:
+        return qc_first_sort_key(cells) * 2.0 + conf
+
+    return key
+
+
 def patch_to_qimage(patch: np.ndarray) -> QImage:
     """Convert a project patch to a QImage that owns its memory.
 
@@ -167,13 +188,15 @@ class GalleryModel(QAbstractListModel):
     ) -> None:
         super().__init__(parent)
         self._project: GalleryProject | None = None
-        self._sort_key: SortKey = sort_key or qc_first_sort_key
+        self._base_sort_key: SortKey = sort_key or qc_first_sort_key
+        self._sort_key: SortKey = self._base_sort_key
         self.thumb_size = int(thumb_size)
         self.cache_size = int(cache_size)
         self._cache: OrderedDict[int, QPixmap] = OrderedDict()
         self._qc_filter = "all"
         self._label_filter: int | None = None
         self._order = np.zeros(0, dtype=np.int64)
+        self._pred: tuple[np.ndarray, np.ndarray, list[str]] | None = None
         if project is not None:
             self.set_project(project)
 
@@ -190,9 +213,29 @@ class GalleryModel(QAbstractListModel):
         view.flags.writeable = False
         return view
 
+    def set_predictions(
+        self, predicted: np.ndarray | None, confidence: np.ndarray | None = None,
+        class_names: list[str] | None = None,
+    ) -> None:
+        """Show predictions (class codes into ``class_names`` and calibrated confidence).
+
+        With predictions the gallery puts the least certain cells first and captions each
+        passed cell with its predicted class and confidence; ``None`` restores the plain
+        view.
+        """
+        if predicted is None or confidence is None:
+            self._pred = None
+            self._sort_key = self._base_sort_key
+        else:
+            self._pred = (np.asarray(predicted), np.asarray(confidence), list(class_names or []))
+            self._sort_key = least_certain_first(self._pred[1])
+        self._refresh()
+
     def set_project(self, project: GalleryProject | None) -> None:
         """Show ``project`` (None empties the gallery); filters are kept."""
         self.beginResetModel()
+        self._pred = None
+        self._sort_key = self._base_sort_key
         self._project = project
         self._cache.clear()
         self._order = self._compute_order()
@@ -200,7 +243,7 @@ class GalleryModel(QAbstractListModel):
 
     def set_sort_key(self, sort_key: SortKey | None) -> None:
         """Re-sort with ``sort_key`` (None restores :func:`qc_first_sort_key`)."""
-        self._sort_key = sort_key or qc_first_sort_key
+        self._base_sort_key = self._sort_key = sort_key or qc_first_sort_key
         self._refresh()
 
     def set_filter(self, qc: str | None = None, label: int | None | str = "keep") -> None:
@@ -315,10 +358,27 @@ class GalleryModel(QAbstractListModel):
             return reason.decode("utf-8", "replace")
         return str(reason)
 
+    def predicted(self, i: int) -> tuple[str, float] | None:
+        """Predicted class name and calibrated confidence of row ``i`` (None without)."""
+        if self._pred is None:
+            return None
+        codes, conf, names = self._pred
+        code = int(codes[i])
+        return (names[code] if 0 <= code < len(names) else "?"), float(conf[i])
+
     def caption(self, i: int) -> str:
-        """Text under the thumbnail: the QC reason of a rejected cell, else its label."""
+        """Text under the thumbnail.
+
+        The QC reason of a rejected cell; else the predicted class and confidence when
+        there are predictions (prefixed with ``≠`` where it disputes the given label),
+        else the given label.
+        """
         if not self._passed(i):
             return self.qc_reason(i) or "rejected"
+        pred = self.predicted(i)
+        if pred is not None:
+            mark = "≠ " if self.label_name(i) and pred[0] != self.label_name(i) else ""
+            return f"{mark}{pred[0]} {pred[1]:.0%}"
         return self.label_name(i) or "—"
 
     def tooltip(self, i: int) -> str:
@@ -326,6 +386,9 @@ class GalleryModel(QAbstractListModel):
         assert self._project is not None
         cells = self._project.cells
         parts = [f"Cell {int(cells['cell_id'][i])}", f"label: {self.label_name(i) or 'none'}"]
+        pred = self.predicted(i)
+        if pred is not None:
+            parts.append(f"predicted: {pred[0]} ({pred[1]:.1%} calibrated)")
         if "diameter_um" in cells:
             parts.append(f"diameter: {float(cells['diameter_um'][i]):.2f} µm")
         qc = "QC passed" if self._passed(i) else f"QC rejected ({self.qc_reason(i)})"

@@ -126,10 +126,31 @@ class MainWindow(QMainWindow):
             previous.close()
         name = Path(project.path).stem if project is not None else ""
         self.setWindowTitle(f"{APP_TITLE} — {name}" if name else APP_TITLE)
+        self._show_predictions(project)
         self._update_status()
         if project is not None and self.gallery.model.rowCount() > 0:
             # open on a cell rather than an empty inspector
             self.gallery.view.select_cell(self.gallery.model.cell_row(0))
+
+    def _show_predictions(self, project: Any) -> None:
+        """Show the active model's stored predictions, when the project has any."""
+        found = None
+        if project is not None and getattr(project, "path", None) is not None:
+            try:
+                from hemalens.engine.review.predictions import read_predictions
+
+                found = read_predictions(project)
+            except Exception as exc:  # predictions are optional: never block opening
+                log.warning("cannot read predictions of %s: %s", project.path, exc)
+        if found is None:
+            self.gallery.model.set_predictions(None)
+            self.cell_panel.set_predictions(None)
+            return
+        columns, attrs = found
+        names = list(attrs.get("class_names") or project.classes)
+        self.gallery.view.fit_captions([f"≠ {n} 100%" for n in names])
+        self.gallery.model.set_predictions(columns["predicted"], columns["confidence"], names)
+        self.cell_panel.set_predictions(columns, names)
 
     def _update_status(self) -> None:
         project = self.project

@@ -194,3 +194,38 @@ def test_menu_actions_and_open_dialog(window, small_project, monkeypatch):
     assert window.gallery.model.rowCount() == 300
     window.quit_action.trigger()
     assert not window.isVisible() and window.project is None
+
+
+def test_predictions_sort_least_certain_first_and_show_in_the_inspector(
+    window, tmp_path, small_project, truth
+):
+    import shutil
+
+    from hemalens.engine.review import write_predictions
+
+    cells, classes = truth
+    path = tmp_path / "predicted.h5"
+    shutil.copy(small_project, path)
+    n = len(cells["cell_id"])
+    rng = np.random.default_rng(0)
+    predicted = rng.integers(0, len(classes), n).astype(np.int16)
+    confidence = rng.uniform(0.3, 1.0, n).astype(np.float32)
+    mean = rng.dirichlet(np.ones(len(classes)), n).astype(np.float32)
+    write_predictions(path, "m", {
+        "predicted": predicted, "confidence": confidence, "probs": mean, "mc_mean": mean,
+        "mc_median": mean, "mc_std": np.full_like(mean, 0.05),
+    }, {"class_names": classes, "measure": "mc_mean_ts"})
+    assert window.open_project(path)
+    model = window.gallery.model
+    order = np.asarray(model.order)
+    passed = cells["qc_pass"][order]
+    n_passed = int(passed.sum())
+    assert passed[:n_passed].all()  # QC-passed cells first ...
+    assert np.all(np.diff(confidence[order[:n_passed]]) >= 0)  # ... least certain first
+    first = int(order[0])
+    caption = model.data(model.index(0))
+    assert classes[predicted[first]] in caption and f"{confidence[first]:.0%}" in caption
+    assert window.cell_panel.cell == first  # opens on the least certain cell
+    assert window.cell_panel.value_of("predicted") == classes[predicted[first]]
+    assert window.cell_panel.value_of("confidence") == pytest.approx(confidence[first])
+    assert window.cell_panel.value_of(f"p({classes[0]})") == pytest.approx(mean[first, 0])
