@@ -10,29 +10,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from hemalens.engine.jobs import Progress
+from hemalens.engine.jobs import Progress, SubProgress
 
 DEMO_FRAMES = 400
 DEMO_DONORS = 2  # 8 runs of 50 frames: enough frames per run for the median background
 DEMO_SEED = 2023
-
-
-class _Stage:
-    """Map a sub-job's progress onto a share of the overall bar."""
-
-    def __init__(self, outer: Progress | None, start: float, share: float, label: str) -> None:
-        self.outer, self.start, self.share, self.label = outer, start, share, label
-
-    def set_status(self, text: str) -> None:
-        if self.outer is not None:
-            self.outer.set_status(f"{self.label}: {text}")
-
-    def set_progress(self, done: int, total: int | None) -> None:
-        if self.outer is not None and total:
-            self.outer.set_progress(int(1000 * (self.start + self.share * done / total)), 1000)
-
-    def is_cancelled(self) -> bool:
-        return self.outer is not None and self.outer.is_cancelled()
 
 
 def build_demo_project(
@@ -64,11 +46,11 @@ def build_demo_project(
     try:
         simulate_qpi(
             scratch, QPISimConfig(frames=frames, seed=DEMO_SEED, donors=DEMO_DONORS),
-            progress=_Stage(progress, 0.0, 0.5, "Simulating frames"),
+            progress=SubProgress(progress, 0.0, 0.5, "Simulating frames"),
         )
         specs = read_manifest(scratch / "manifest.csv")
         report = segment_inputs(
-            specs, path, progress=_Stage(progress, 0.5, 0.5, "Segmenting cells")
+            specs, path, progress=SubProgress(progress, 0.5, 0.5, "Segmenting cells")
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -82,6 +82,39 @@ class CallbackProgress:
         self.cancel_event.set()
 
 
+class SubProgress:
+    """One stage of a longer job: maps the stage's progress onto part of the outer bar.
+
+    The outer progress runs from 0 to 1000; this stage covers ``[start, start + share)``
+    of it (fractions of the whole). Cancellation is the outer job's.
+
+    Parameters
+    ----------
+    outer : Progress or None
+        The whole job's progress.
+    start, share : float
+        Where the stage begins and how much of the whole it covers (0..1).
+    label : str, optional
+        Prefix for the stage's status texts.
+    """
+
+    def __init__(
+        self, outer: Progress | None, start: float, share: float, label: str = ""
+    ) -> None:
+        self.outer, self.start, self.share, self.label = outer, start, share, label
+
+    def set_status(self, text: str) -> None:  # noqa: D102
+        if self.outer is not None:
+            self.outer.set_status(f"{self.label}: {text}" if self.label else text)
+
+    def set_progress(self, done: int, total: int | None) -> None:  # noqa: D102
+        if self.outer is not None and total:
+            self.outer.set_progress(int(1000 * (self.start + self.share * done / total)), 1000)
+
+    def is_cancelled(self) -> bool:  # noqa: D102
+        return self.outer is not None and self.outer.is_cancelled()
+
+
 def checkpoint(progress: Progress | None) -> None:
     """Raise :class:`Cancelled` if ``progress`` asks the job to stop.
 

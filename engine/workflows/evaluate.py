@@ -11,12 +11,11 @@ import numpy as np
 
 from hemalens.engine.calibrate import plot_reliability_runs, reliability_data
 from hemalens.engine.errors import ProjectError
-from hemalens.engine.jobs import Progress, checkpoint
+from hemalens.engine.jobs import Progress, SubProgress, checkpoint
 from hemalens.engine.project import Project
 from hemalens.engine.train import TrainConfig, make_split, train_classifier, training_data
 from hemalens.engine.workflows.calibration import fit_calibration
 from hemalens.engine.workflows.metrics import CALIBRATION_PAIRS, INFERENCE, split_metrics
-from hemalens.engine.workflows.train import _Share
 
 
 def _mean_std(values: list[float]) -> dict[str, float]:
@@ -69,7 +68,7 @@ def evaluate_project(
                                donors=donors, test_donor=config.test_donor)
             result = train_classifier(
                 images, labels, len(classes), run_config, split=split, donors=donors,
-                progress=_Share(progress, r / runs, 0.8 / runs),
+                progress=SubProgress(progress, r / runs, 0.8 / runs),
             )
         except ValueError as err:  # unusable data or split, in one line
             raise ProjectError(project_path, str(err)) from err

@@ -52,11 +52,11 @@ def all_measures(
     isotonic map fitted on validation).
     """
     std_map = StdConfidence.from_dict(calibration["std_map"])
+    summary = mc_summary(probs)  # once: the per-class median over passes is the costly part
     measures = confidence_measures(
-        logits, probs, temperature=calibration["temperature"],
+        logits, summary, temperature=calibration["temperature"],
         mc_temperature=calibration["mc_temperature"], std_map=std_map,
     )
-    summary = mc_summary(probs)
     median_ts = temperature_scale_probs(summary["median"], calibration["median_temperature"])
     measures["mc_median_ts"] = {"pred": median_ts.argmax(1), "confidence": median_ts.max(1)}
     pred = summary["mean"].argmax(1)

@@ -82,7 +82,7 @@ def predict_project(
             summary = mc_summary(probs)
             measures = confidence_measures(
                 logits,
-                probs,
+                summary,
                 temperature=calibration.get("temperature"),
                 mc_temperature=calibration.get("mc_temperature"),
                 std_map=std_map,

@@ -9,30 +9,12 @@ from typing import Any
 import numpy as np
 
 from hemalens.engine.errors import ProjectError
-from hemalens.engine.jobs import Progress
+from hemalens.engine.jobs import Progress, SubProgress
 from hemalens.engine.models.store import save_model
 from hemalens.engine.project import Project
 from hemalens.engine.train import TrainConfig, train_classifier, training_data
 from hemalens.engine.workflows.calibration import fit_calibration
 from hemalens.engine.workflows.metrics import split_metrics
-
-
-class _Share:
-    """Map a stage's progress onto part of the overall bar (0..1000)."""
-
-    def __init__(self, outer: Progress | None, start: float, share: float) -> None:
-        self.outer, self.start, self.share = outer, start, share
-
-    def set_status(self, text: str) -> None:
-        if self.outer is not None:
-            self.outer.set_status(text)
-
-    def set_progress(self, done: int, total: int | None) -> None:
-        if self.outer is not None and total:
-            self.outer.set_progress(int(1000 * (self.start + self.share * done / total)), 1000)
-
-    def is_cancelled(self) -> bool:
-        return self.outer is not None and self.outer.is_cancelled()
 
 
 def train_project(
@@ -73,7 +55,7 @@ def train_project(
     try:
         result = train_classifier(
             images, labels, len(classes), config, donors=donors,
-            progress=_Share(progress, 0, 0.8),
+            progress=SubProgress(progress, 0, 0.8),
         )
     except ValueError as err:  # unusable data or split: the user's to fix, in one line
         raise ProjectError(project_path, str(err)) from err
@@ -82,7 +64,7 @@ def train_project(
         progress.set_status("Calibrating on the validation split")
     calibration = fit_calibration(
         result.model, images[val], labels[val], passes=passes, seed=config.seed,
-        progress=_Share(progress, 0.8, 0.1),
+        progress=SubProgress(progress, 0.8, 0.1),
     )
     test_scores = (
         split_metrics(result.model, images[test], labels[test], calibration, passes=passes,
