@@ -1,0 +1,1 @@
+"""Embedding networks, triplet training and latent interventions (ALI, PALI, PLI)."""

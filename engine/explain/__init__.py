@@ -1,0 +1,1 @@
+"""Visual explanations of classifier decisions and meta-explanations over many cells."""
