@@ -1,0 +1,248 @@
+"""``hemalens explain``: per-cell explanation maps into the project, and meta-explanations.
+
+Maps are computed for the class a person sees (the stored calibrated prediction when the
+model has predictions, else the model's own arg-max in eval mode), cached in the project
+per model and method (:mod:`hemalens.engine.explain.store`) and recomputed only when the
+model changes or ``force`` is given.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hemalens.engine.errors import ProjectError
+from hemalens.engine.explain.meta import aggregate_by_confidence, cluster_explanations
+from hemalens.engine.explain.methods import METHODS, explain_cells
+from hemalens.engine.explain.render import cluster_png, meta_grid_png
+from hemalens.engine.explain.store import cached_cells, read_explanations, write_explanations
+from hemalens.engine.jobs import Progress, SubProgress, checkpoint
+from hemalens.engine.models.store import load_model
+from hemalens.engine.project import Project
+from hemalens.engine.review import read_predictions
+
+__all__ = ["explain_meta", "explain_project", "select_cells"]
+
+#: Cells explained per model call and per atomic save: a save copies the project, so
+#: saving per cell would dominate; a cancelled job keeps every finished chunk.
+CHUNK = 512
+
+
+def _model_codes(project: Project, classes: Sequence[str]) -> np.ndarray:
+    """Given labels as codes into the model's classes (-1: unlabelled or unknown class)."""
+    to_model = np.asarray([list(classes).index(c) if c in classes else -1
+                           for c in project.classes] + [-1], dtype=np.int64)
+    return to_model[np.asarray(project.cells["given_label"], np.int64)]
+
+
+def select_cells(
+    project_path: str | Path, cells: str | Sequence[int], *, model_name: str | None = None
+) -> np.ndarray:
+    """Resolve a cell selection to sorted cell ids.
+
+    Parameters
+    ----------
+    project_path : str or Path
+        The project.
+    cells : str or sequence of int
+        ``"all"`` (every QC-passed cell), ``"queue"`` (the mislabel queue of the model's
+        predictions) or explicit cell ids.
+    model_name : str, optional
+        Whose predictions define the queue; default the active model.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 cell ids.
+
+    Raises
+    ------
+    ProjectError
+        Unknown ids, or ``"queue"`` without predictions.
+    """
+    with Project.open(project_path) as project:
+        n = len(project.cells["cell_id"])
+        qc = np.asarray(project.cells["qc_pass"], bool)
+    if isinstance(cells, str):
+        if cells == "all":
+            return np.flatnonzero(qc).astype(np.int64)
+        if cells == "queue":
+            from hemalens.engine.workflows.review import review_project
+
+            review = review_project(project_path, model_name=model_name, with_ood=False)
+            return np.asarray(sorted(r["cell_id"] for r in review["queue"]), np.int64)
+        raise ProjectError(project_path, f"unknown cell selection {cells!r} "
+                           "(use all, queue or a list of ids)")
+    ids = np.unique(np.asarray(list(cells), dtype=np.int64))
+    bad = ids[(ids < 0) | (ids >= n)]
+    if bad.size:
+        raise ProjectError(project_path, f"no cell with id {int(bad[0])} "
+                           f"(the project has {n} cells)")
+    return ids
+
+
+def explain_project(
+    project_path: str | Path,
+    method: str,
+    *,
+    cells: str | Sequence[int] = "all",
+    model_name: str | None = None,
+    seed: int = 0,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Compute and store explanation maps for cells of a project.
+
+    Parameters
+    ----------
+    project_path : str or Path
+        A project with a trained model.
+    method : str
+        One of :data:`~hemalens.engine.explain.methods.METHODS`.
+    cells : str or sequence of int
+        See :func:`select_cells`.
+    model_name : str, optional
+        Default the active model.
+    seed : int
+        Seed of the stochastic methods (LIME's perturbations).
+    force : bool
+        Recompute cells whose maps are cached.
+    progress : Progress, optional
+        Progress over cells; cancelling keeps every chunk already saved.
+
+    Returns
+    -------
+    dict
+        ``{"method", "model", "cells", "computed", "cached", "seconds", "per_cell_ms"}``;
+        ``per_cell_ms`` is the compute time per computed cell (NaN when all were cached).
+
+    Raises
+    ------
+    ProjectError
+        No model, bad selection.
+    ValueError
+        Unknown method, or one that does not apply to the model (e.g. Grad-CAM on LeNet5).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    t0 = time.perf_counter()
+    model, meta = load_model(project_path, model_name)
+    name, created = meta["name"], str(meta["created"])
+    ids = select_cells(project_path, cells, model_name=name)
+    settings = {"seed": seed}
+    cached = cached_cells(project_path, name, method, created, settings=settings)
+    todo = ids if force else np.setdiff1d(ids, cached)
+    found = read_predictions(project_path, name)
+    targets_all = found[0]["predicted"].astype(np.int64) if found is not None else None
+    compute_s = 0.0
+    done = 0
+    with Project.open(project_path) as project:
+        for start in range(0, len(todo), CHUNK):
+            checkpoint(progress)
+            chunk = todo[start:start + CHUNK]
+            patches = project.images(chunk)
+            targets = None
+            if targets_all is not None and np.all(targets_all[chunk] >= 0):
+                targets = targets_all[chunk]
+            sub = SubProgress(progress, done / len(todo), len(chunk) / len(todo))
+            result = explain_cells(model, patches, method, targets=targets, seed=seed,
+                                   progress=sub)
+            compute_s += result.seconds
+            write_explanations(project_path, name, method, chunk, result.maps, result.targets,
+                               model_created=created, settings=settings)
+            done += len(chunk)
+            sub.set_progress(1, 1)
+    return {
+        "method": method,
+        "model": name,
+        "cells": int(len(ids)),
+        "computed": int(len(todo)),
+        "cached": int(len(ids) - len(todo)),
+        "seconds": round(time.perf_counter() - t0, 3),
+        "per_cell_ms": round(1000 * compute_s / len(todo), 3) if len(todo) else float("nan"),
+    }
+
+
+def explain_meta(
+    project_path: str | Path,
+    out_dir: str | Path,
+    *,
+    method: str = "lime",
+    model_name: str | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Meta-explanations (paper 1, §4.4): aggregation by label x confidence, clustering.
+
+    Maps missing from the cache are computed first for every QC-passed labelled cell.
+
+    Parameters
+    ----------
+    project_path : str or Path
+        A project with a trained model and its predictions (``hemalens predict``), whose
+        calibrated confidence places each cell in one of six confidence bins.
+    out_dir : str or Path
+        Where ``meta_grid.png``, ``clusters.png`` and ``meta.json`` go.
+    method, model_name, seed, progress
+        As for :func:`explain_project`.
+
+    Returns
+    -------
+    dict
+        ``{"method", "model", "cells", "bins": [...], "clusters": [{"id", "size",
+        "composition"}], "files": [...], "seconds"}``.
+
+    Raises
+    ------
+    ProjectError
+        No predictions, or fewer than 4 labelled cells.
+    """
+    t0 = time.perf_counter()
+    model, meta = load_model(project_path, model_name)
+    name, created, classes = meta["name"], str(meta["created"]), list(meta["class_names"])
+    del model
+    found = read_predictions(project_path, name)
+    if found is None:
+        raise ProjectError(project_path, "has no predictions: run `hemalens predict` first")
+    with Project.open(project_path) as project:
+        given = _model_codes(project, classes)
+        qc = np.asarray(project.cells["qc_pass"], bool)
+    ids = np.flatnonzero(qc & (given >= 0)).astype(np.int64)
+    if len(ids) < 4:
+        raise ProjectError(project_path, f"has {len(ids)} labelled QC-passed cells; "
+                           "meta-explanations need at least 4")
+    explain_project(project_path, method, cells=ids, model_name=name, seed=seed,
+                    progress=SubProgress(progress, 0.0, 0.8, "explaining"))
+    checkpoint(progress)
+    maps, _, computed = read_explanations(project_path, name, method, ids, model_created=created,
+                                          settings={"seed": seed})
+    if not computed.all():
+        raise ProjectError(project_path, f"{int((~computed).sum())} {method} maps are missing")
+    confidence = found[0]["confidence"][ids]
+    # Bins over [1/K, 1]: a max-probability confidence is never below 1/K, so bins from 0
+    # would leave the first column empty.
+    grid = aggregate_by_confidence(maps, given[ids], confidence, len(classes),
+                                   lower=1.0 / len(classes))
+    clusters = cluster_explanations(maps, given[ids], len(classes), seed=seed,
+                                    class_names=classes)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [meta_grid_png(grid, classes, out / "meta_grid.png"),
+             cluster_png(clusters, classes, out / "clusters.png")]
+    result: dict[str, Any] = {
+        "method": method,
+        "model": name,
+        "cells": int(len(ids)),
+        "bins": grid.to_json(classes),
+        "clusters": clusters.clusters,
+        "files": [str(p) for p in files],
+    }
+    (out / "meta.json").write_text(json.dumps(result, indent=1))
+    result["files"].append(str(out / "meta.json"))
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    return result

@@ -1,0 +1,112 @@
+"""`hemalens explain`: JSON contract, caching in the project, invalidation, meta-explanations."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from hemalens.engine.cli import main
+from hemalens.engine.explain.store import read_explanations
+from hemalens.engine.models.store import load_model
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def predicted(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("explain")
+    assert main(["synth", "qpi", str(out / "sim"), "--frames", "80", "--seed", "3",
+                 "--donors", "1", "--json"]) == 0
+    assert main(["segment", "--manifest", str(out / "sim" / "manifest.csv"),
+                 "-o", str(out / "P.h5"), "--json"]) == 0
+    assert main(["train", str(out / "P.h5"), "--epochs", "2", "--mc", "5", "--name", "m1",
+                 "--json"]) == 0
+    assert main(["predict", str(out / "P.h5"), "--mc", "5", "--json"]) == 0
+    return out / "P.h5"
+
+
+def _json(capsys) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_explain_stores_maps_and_reuses_the_cache(predicted, tmp_path, capsys):
+    project = tmp_path / "P.h5"
+    shutil.copy(predicted, project)
+    capsys.readouterr()
+    assert main(["explain", str(project), "--method", "saliency", "--cells", "0,1,2",
+                 "--json"]) == 0
+    first = _json(capsys)
+    assert set(first) >= {"method", "cells", "seconds", "per_cell_ms"}
+    assert first["method"] == "saliency" and first["cells"] == 3 and first["computed"] == 3
+    assert first["per_cell_ms"] > 0
+    _, meta = load_model(project)
+    maps, targets, computed = read_explanations(project, meta["name"], "saliency",
+                                                np.arange(3), model_created=str(meta["created"]))
+    assert computed.all() and maps.shape[0] == 3 and np.isfinite(maps).all()
+    assert np.abs(maps).sum(axis=(1, 2)).min() > 0  # a real map, not zeros
+    with h5py.File(project) as f:  # predicted class by default: the stored prediction
+        predicted_codes = f[f"predictions/{meta['name']}/predicted"][:3]
+    np.testing.assert_array_equal(targets, predicted_codes)
+    assert main(["explain", str(project), "--method", "saliency", "--cells", "0,1,2,3",
+                 "--json"]) == 0
+    second = _json(capsys)
+    assert second["cached"] == 3 and second["computed"] == 1
+
+
+def test_a_new_model_invalidates_the_cache(predicted, tmp_path, capsys):
+    project = tmp_path / "P.h5"
+    shutil.copy(predicted, project)
+    assert main(["explain", str(project), "--method", "occlusion", "--cells", "4,5",
+                 "--json"]) == 0
+    capsys.readouterr()
+    # a retrained model of the same name replaces the old one
+    assert main(["train", str(project), "--epochs", "1", "--mc", "5", "--name", "m1",
+                 "--seed", "7", "--json"]) == 0
+    capsys.readouterr()
+    assert main(["explain", str(project), "--method", "occlusion", "--cells", "4,5",
+                 "--json"]) == 0
+    assert _json(capsys)["computed"] == 2
+
+
+def test_gradcam_on_lenet5_is_refused_with_a_reason(predicted, capsys):
+    capsys.readouterr()
+    assert main(["explain", str(predicted), "--method", "gradcam", "--cells", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "grad-cam" in err.lower()
+
+
+def test_bad_selection_names_the_file(predicted, capsys):
+    capsys.readouterr()
+    assert main(["explain", str(predicted), "--method", "saliency", "--cells", "99999"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "P.h5" in err and "99999" in err
+
+
+def test_meta_explanations_write_grid_clusters_and_json(predicted, tmp_path, capsys):
+    project = tmp_path / "P.h5"
+    shutil.copy(predicted, project)
+    capsys.readouterr()
+    code = main(["explain", str(project), "--meta", "--method", "saliency",
+                 "--out", str(tmp_path / "meta"), "--json"])
+    result = _json(capsys)
+    assert code == 0
+    assert len(result["bins"]) > 0 and len(result["clusters"]) == 4
+    assert sum(c["size"] for c in result["clusters"]) == result["cells"]
+    for cluster in result["clusters"]:
+        assert abs(sum(cluster["composition"].values()) - 1) < 1e-6
+    for f in result["files"]:
+        assert Path(f).stat().st_size > 500
+    written = json.loads((tmp_path / "meta" / "meta.json").read_text())
+    assert written["clusters"] == result["clusters"]
