@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -268,6 +269,118 @@ def _cmd_review(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_synth_marrow(args: argparse.Namespace) -> int:
+    from hemalens.engine.synth.marrow import import_marrow_patches, simulate_marrow
+
+    progress = TqdmProgress(not args.json)
+    try:
+        summary = simulate_marrow(args.out_dir, cells=args.cells, seed=args.seed,
+                                  size=args.size, fmt=args.format, progress=progress)
+        if args.project is not None:
+            summary["project"] = import_marrow_patches(args.out_dir, args.project,
+                                                       progress=progress)
+    finally:
+        progress.close()
+    _emit(summary, args.json, lambda s: (
+        f"wrote {s['cells']} crops of {len(s['classes'])} classes to {s['out_dir']} "
+        f"in {s['seconds']:.1f} s" + (f"; project {args.project}" if args.project else "")))
+    return EXIT_OK
+
+
+def _cell_selection(text: str) -> str | list[int]:
+    if text in ("all", "queue"):
+        return text
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--cells takes all, queue or comma-separated cell ids, got {text!r}") from None
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from hemalens.engine.workflows.explain import explain_meta, explain_project
+
+    progress = TqdmProgress(not args.json)
+    try:
+        if args.meta:
+            if args.out is None:
+                raise argparse.ArgumentTypeError("--meta needs --out DIR")
+            result = explain_meta(args.project, args.out, method=args.method,
+                                  model_name=args.model, seed=args.seed, progress=progress)
+        else:
+            result = explain_project(args.project, args.method, cells=args.cells,
+                                     model_name=args.model, seed=args.seed, force=args.force,
+                                     progress=progress)
+    finally:
+        progress.close()
+
+    def human(r: dict[str, Any]) -> str:
+        if "clusters" in r:
+            comp = "; ".join(
+                f"cluster {c['id']} ({c['size']}): " + ", ".join(
+                    f"{k} {v:.0%}" for k, v in c["composition"].items() if v > 0)
+                for c in r["clusters"])
+            return (f"{r['method']} meta-explanations of {r['cells']} cells -> "
+                    f"{r['files'][0]}\n{comp}")
+        return (f"{r['method']}: {r['cells']} cells ({r['computed']} computed, {r['cached']} "
+                f"cached) in {r['seconds']:.1f} s, {r['per_cell_ms']:.1f} ms per cell")
+
+    _emit(result, args.json, human)
+    return EXIT_OK
+
+
+def _types(text: str) -> tuple[str, ...]:
+    types = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [t for t in types if t not in ("c", "s", "os", "r")]
+    if bad or not types:
+        raise argparse.ArgumentTypeError(
+            f"intervention types are a comma list of c, s, os, r; got {text!r}")
+    return types
+
+
+def _cmd_embed_train(args: argparse.Namespace) -> int:
+    from hemalens.engine.workflows.embed import embed_train_project
+
+    progress = TqdmProgress(not args.json)
+    try:
+        result = embed_train_project(
+            args.project, loss=args.loss, types=args.types, class_weights=args.class_weights,
+            alpha=args.alpha, pli_targets=args.pli_targets, folds=args.folds,
+            epochs=args.epochs, backbone=args.backbone, input_size=args.input_size,
+            seed=args.seed, progress=progress)
+    finally:
+        progress.close()
+
+    def human(r: dict[str, Any]) -> str:
+        lines = [f"fold {f['fold']}: test macro-F1 {f['test_f1']:.3f}" for f in r["folds"]]
+        lines.append(f"{r['loss']}: macro-F1 {r['mean_f1']:.3f} ± {r['std_f1']:.3f} "
+                     f"over {len(r['folds'])} folds; stored as {r['model']}")
+        return "\n".join(lines)
+
+    _emit(result, args.json, human)
+    return EXIT_OK
+
+
+def _cmd_dry_run(args: argparse.Namespace) -> int:
+    from hemalens.engine.workflows.dryrun import dry_run_file
+
+    progress = TqdmProgress(not args.json)
+    try:
+        result = dry_run_file(args.embeddings, types=args.types, iterations=args.iterations,
+                              grid=args.grid, folds=args.folds, out_dir=args.out,
+                              seed=args.seed, progress=progress)
+    finally:
+        progress.close()
+
+    def human(r: dict[str, Any]) -> str:
+        return "\n".join(
+            f"{'+'.join(b['types']):>10}: max macro-F1 {b['max_f1']:.3f} after "
+            f"{b['iterations_to_max']} iterations with {b['params']}" for b in r["best"])
+
+    _emit(result, args.json, human)
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -299,6 +412,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--donors", type=int, default=4)
     q.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     q.set_defaults(func=_cmd_synth_qpi)
+
+    q = synth.add_parser("marrow", help="stained bone-marrow cell crops with truth.csv")
+    q.add_argument("out_dir", type=Path)
+    q.add_argument("--cells", type=int, default=2000)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--size", type=int, default=96, help="crop side in px (default 96)")
+    q.add_argument("--format", default="png", choices=["png", "h5"],
+                   help="one PNG per crop, or one HDF5 file")
+    q.add_argument("--project", type=Path,
+                   help="also write a project with the crops as cells (no segmentation)")
+    q.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    q.set_defaults(func=_cmd_synth_marrow)
 
     p = sub.add_parser("segment", help="segment inputs into a new project file")
     p.add_argument("inputs", nargs="*", help="input files (phase stacks, holograms, RGB crops)")
@@ -377,6 +502,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", type=Path, help="write an HTML report with figures here")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=_cmd_review)
+
+    p = sub.add_parser("explain", help="explanation maps per cell, or meta-explanations")
+    p.add_argument("project", type=Path)
+    p.add_argument("--method", required=True,
+                   choices=["lime", "gradcam", "guided-backprop", "guided-gradcam",
+                            "occlusion", "saliency"])
+    p.add_argument("--cells", type=_cell_selection, default="all",
+                   help="all (QC-passed), queue (mislabel queue) or ids: 3,17,42")
+    p.add_argument("--model", help="model name (default: the active model)")
+    p.add_argument("--seed", type=int, default=0, help="seed of LIME's perturbations")
+    p.add_argument("--force", action="store_true", help="recompute cached maps")
+    p.add_argument("--meta", action="store_true",
+                   help="aggregate by label x confidence and cluster the maps (needs --out)")
+    p.add_argument("--out", type=Path, help="folder for the meta-explanation PNGs and JSON")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(func=_cmd_explain)
+
+    p = sub.add_parser("embed", help="embedding networks with triplet loss and interventions")
+    embed = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    q = embed.add_parser("train", help="k-fold training, SVM test macro-F1, store the model")
+    q.add_argument("project", type=Path)
+    q.add_argument("--loss", default="tml", choices=["tml", "ali", "pali"])
+    q.add_argument("--types", type=_types, default=("c", "s"),
+                   help="intervention types for ali/pali: c,s,os,r (default c,s)")
+    q.add_argument("--class-weights", action="store_true", help="inverse class-frequency weights")
+    q.add_argument("--alpha", type=float, help="intervention weight (default 0.8 ali, 0.9 pali)")
+    q.add_argument("--pli-targets", type=Path, help="manual PLI edits (JSON from the GUI)")
+    q.add_argument("--folds", type=int, default=6, help="cross-validation folds (paper: 6)")
+    q.add_argument("--epochs", type=int, default=30)
+    q.add_argument("--backbone", default="small", choices=["small", "resnet18", "densenet121"],
+                   help="small CNN for CPU work; densenet121 as in the paper")
+    q.add_argument("--input-size", type=int, default=64, help="network input px (default 64)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    q.set_defaults(func=_cmd_embed_train)
+
+    p = sub.add_parser("interventions", help="latent-intervention analyses")
+    inter = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    q = inter.add_parser("dry-run", help="apply interventions to a fixed embedding, score SVMs")
+    q.add_argument("embeddings", type=Path,
+                   help="project with a trained embedding model, or .npz with X, y, groups")
+    q.add_argument("--types", type=_types, default=("c", "s", "os", "r"),
+                   help="intervention types whose combinations are analysed (default c,s,os,r)")
+    q.add_argument("--iterations", type=int, default=50)
+    q.add_argument("--grid", default="small", choices=["paper", "small"])
+    q.add_argument("--folds", type=int, default=6)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--out", type=Path, help="folder for the curves (PNG) and Table I")
+    q.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    q.set_defaults(func=_cmd_dry_run)
     return parser
 
 
@@ -388,8 +563,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(["gui", *(argv or [])])
     try:
         return int(args.func(args))
-    except HemaLensError as err:
+    except (HemaLensError, argparse.ArgumentTypeError) as err:
         print(f"hemalens: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as err:
+        # Engine functions reject bad parameters with one-line ValueErrors; a user sees the
+        # line, a developer sets HEMALENS_DEBUG=1 for the traceback.
+        if os.environ.get("HEMALENS_DEBUG"):
+            raise
+        print(f"hemalens: error: {str(err).splitlines()[0] if str(err) else err!r}",
+              file=sys.stderr)
         return EXIT_USAGE
     except Cancelled:
         print("hemalens: cancelled", file=sys.stderr)

@@ -1,0 +1,369 @@
+"""Embedding networks and their cell embeddings inside the project file.
+
+Layout (plain HDF5, readable with h5py alone; no pickles)::
+
+    /embeddings/<name>/weights/<k>   one dataset per ``state_dict`` entry ``k`` (float32;
+                                     integer buffers such as BatchNorm counters keep theirs)
+    /embeddings/<name>/embedding     float32 (N_cells, dim): every cell of the project, NaN
+                                     rows for cells not embedded (e.g. failed QC)
+    /embeddings/<name>/projection    float32 (N_cells, 2): openTSNE map of the embedded
+                                     cells (NaN rows likewise)
+    /embeddings/<name>/fold          int8 (N_cells,): cross-validation fold that tested the
+                                     cell, -1 for cells not in the training data
+    /embeddings/<name>  attrs  format ("hemalens-embedding"), format_version, spec_json
+                               (:class:`EmbeddingSpec`), config_json, metrics_json,
+                               class_names_json, history_json, created (ISO 8601 UTC),
+                               hemalens_version
+
+Every write goes through :func:`~hemalens.engine.project.atomic.atomic_update` under the
+file's :func:`~hemalens.engine.project.atomic.path_lock`: an error or an interruption leaves
+the project as it was. Writing a name that exists replaces that model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from hemalens.engine import __version__
+from hemalens.engine.embed.network import EmbeddingNet, EmbeddingSpec
+from hemalens.engine.errors import ProjectError
+from hemalens.engine.models.weights import state_to_arrays
+from hemalens.engine.project.atomic import atomic_update, path_lock
+from hemalens.engine.project.store import Project, iso_utc, open_project_h5, to_json
+
+__all__ = [
+    "EMBEDDING_FORMAT",
+    "cell_regions",
+    "list_embedding_models",
+    "load_embedding_model",
+    "read_embeddings",
+    "save_embedding_model",
+]
+
+EMBEDDING_FORMAT = "hemalens-embedding"
+EMBEDDING_FORMAT_VERSION = 1
+_LIBVER = ("v110", "v110")  # as ProjectWriter: attributes may be large (history JSON)
+
+
+def _path_of(project: str | PathLike[str] | Project) -> Path:
+    return project.path if isinstance(project, Project) else Path(project)
+
+
+def _check_name(name: str) -> str:
+    name = str(name).strip()
+    if not name or "/" in name or name in (".", ".."):
+        raise ValueError(f"invalid embedding model name {name!r} (non-empty, no '/')")
+    return name
+
+
+def _names(f: h5py.File) -> list[str]:
+    g = f.get("embeddings")
+    if not isinstance(g, h5py.Group):
+        return []
+    return [k for k, v in g.items() if isinstance(v, h5py.Group) and "weights" in v]
+
+
+def _loads(attrs: h5py.AttributeManager, key: str, default: Any) -> Any:
+    raw = attrs.get(key)
+    if raw is None:
+        return default
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8")
+    return json.loads(str(raw))
+
+
+def _resolve(f: h5py.File, path: Path, name: str | None) -> str:
+    names = _names(f)
+    if not names:
+        raise ProjectError(path, "has no embedding models (run 'hemalens embed train' first)")
+    if name is None:  # the newest
+        return max(names, key=lambda n: (str(f["embeddings"][n].attrs.get("created", "")), n))
+    if name not in names:
+        raise ProjectError(path, f"no embedding model {name!r} (has: {', '.join(sorted(names))})")
+    return name
+
+
+def _meta(f: h5py.File, name: str) -> dict[str, Any]:
+    a = f["embeddings"][name].attrs
+    return {
+        "name": name,
+        "spec": _loads(a, "spec_json", {}),
+        "config": _loads(a, "config_json", {}),
+        "metrics": _loads(a, "metrics_json", {}),
+        "class_names": _loads(a, "class_names_json", []),
+        "history": _loads(a, "history_json", []),
+        "created": str(a.get("created", "")),
+        "hemalens_version": str(a.get("hemalens_version", "")),
+    }
+
+
+def _per_cell(values: Any, n: int, width: int | None, dtype: Any, fill: Any, what: str):
+    shape = (n,) if width is None else (n, width)
+    if values is None:
+        return np.full(shape, fill, dtype)
+    a = np.asarray(values)
+    if a.shape != shape:
+        raise ValueError(f"{what} has shape {a.shape}, expected {shape} (one row per cell)")
+    return a.astype(dtype)
+
+
+def save_embedding_model(
+    project_path: str | PathLike[str],
+    name: str,
+    network: EmbeddingNet,
+    *,
+    embedding: np.ndarray,
+    projection: np.ndarray | None = None,
+    fold: np.ndarray | None = None,
+    class_names: Sequence[str] = (),
+    config: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    history: Any = None,
+) -> None:
+    """Store an embedding network and per-cell results under ``/embeddings/<name>``.
+
+    Parameters
+    ----------
+    project_path : str or PathLike
+        The project file.
+    name : str
+        Model name (non-empty, no ``/``); an existing one is replaced.
+    network : EmbeddingNet
+        The trained network.
+    embedding : numpy.ndarray
+        ``(N_cells, dim)``: one row per project cell, NaN rows for cells not embedded.
+    projection : numpy.ndarray, optional
+        ``(N_cells, 2)`` 2-D map; NaN everywhere when omitted.
+    fold : numpy.ndarray, optional
+        ``(N_cells,)`` test fold per cell; -1 everywhere when omitted.
+    class_names : sequence of str
+        Names of the class codes the network was trained on.
+    config, metrics : dict, optional
+        JSON-serialisable training config and results.
+    history : object, optional
+        JSON-serialisable per-epoch records.
+
+    Raises
+    ------
+    ValueError
+        Bad name, shapes that do not fit the project, non-JSON values; nothing is written.
+    ProjectError
+        Not a project, or it cannot be replaced (left as it was).
+    """
+    path = Path(project_path)
+    name = _check_name(name)
+    dim = int(network.spec.dim)
+    attrs = {
+        "format": EMBEDDING_FORMAT,
+        "format_version": EMBEDDING_FORMAT_VERSION,
+        "spec_json": to_json(network.spec.to_dict(), "spec"),
+        "config_json": to_json(dict(config or {}), "config"),
+        "metrics_json": to_json(dict(metrics or {}), "metrics"),
+        "class_names_json": to_json([str(c) for c in class_names], "class_names"),
+        "history_json": to_json(history if history is not None else [], "history"),
+        "created": iso_utc(),
+        "hemalens_version": __version__,
+    }
+    weights = state_to_arrays(network)
+    with path_lock(path):
+        with open_project_h5(path, "r") as f:
+            n = int(f["cells/cell_id"].shape[0]) if "cells/cell_id" in f else 0
+        data = {
+            "embedding": _per_cell(embedding, n, dim, np.float32, np.nan, "embedding"),
+            "projection": _per_cell(projection, n, 2, np.float32, np.nan, "projection"),
+            "fold": _per_cell(fold, n, None, np.int8, -1, "fold"),
+        }
+
+        def modify(tmp: Path) -> None:
+            with h5py.File(tmp, "r+", libver=_LIBVER) as f:
+                root = f.require_group("embeddings")
+                if name in root:
+                    del root[name]
+                g = root.create_group(name)
+                g.attrs.update(attrs)
+                wg = g.create_group("weights")
+                for key, arr in weights.items():
+                    wg.create_dataset(key, data=arr)
+                for key, arr in data.items():
+                    g.create_dataset(
+                        key, data=arr, chunks=True, compression="gzip", compression_opts=1,
+                        shuffle=True,
+                    )
+                f["meta"].attrs["modified"] = iso_utc()
+
+        atomic_update(path, modify)
+
+
+def load_embedding_model(
+    project: str | PathLike[str] | Project, name: str | None = None
+) -> tuple[EmbeddingNet, dict[str, Any]]:
+    """Load a stored embedding network (the newest when ``name`` is None).
+
+    Parameters
+    ----------
+    project : str, PathLike or Project
+        The project (a :class:`Project` is re-opened read-only by its path).
+    name : str, optional
+        Model name.
+
+    Returns
+    -------
+    (EmbeddingNet, dict)
+        The network on the CPU in eval mode, and its metadata: ``name``, ``spec``,
+        ``config``, ``metrics``, ``class_names``, ``history``, ``created``,
+        ``hemalens_version``.
+
+    Raises
+    ------
+    ProjectError
+        Not a project, no embedding models, no such model, or a corrupt one.
+    """
+    path = _path_of(project)
+    with open_project_h5(path, "r") as f:
+        name = _resolve(f, path, name)
+        try:
+            meta = _meta(f, name)
+            spec = EmbeddingSpec.from_dict(meta["spec"])
+            state = {
+                k: torch.from_numpy(np.asarray(ds[()]))
+                for k, ds in f["embeddings"][name]["weights"].items()
+            }
+            net = EmbeddingNet(spec)
+            net.load_state_dict(state)
+        except (ValueError, KeyError, TypeError, RuntimeError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ProjectError(path, f"embedding model {name!r} is corrupt: {first}") from err
+    return net.eval(), meta
+
+
+def list_embedding_models(project: str | PathLike[str] | Project) -> list[dict[str, Any]]:
+    """Summarise the stored embedding models, oldest first.
+
+    Parameters
+    ----------
+    project : str, PathLike or Project
+        The project.
+
+    Returns
+    -------
+    list of dict
+        One per model: ``name``, ``backbone``, ``dim``, ``input_size``, ``loss``,
+        ``types``, ``mean_f1``, ``std_f1``, ``created``. Empty when there is none.
+
+    Raises
+    ------
+    ProjectError
+        Not a readable project.
+    """
+    path = _path_of(project)
+    rows = []
+    with open_project_h5(path, "r") as f:
+        for n in _names(f):
+            m = _meta(f, n)
+            rows.append(
+                {
+                    "name": n,
+                    **{k: m["spec"].get(k) for k in ("backbone", "dim", "input_size")},
+                    "loss": m["config"].get("loss"),
+                    "types": m["config"].get("types"),
+                    "mean_f1": m["metrics"].get("mean_f1"),
+                    "std_f1": m["metrics"].get("std_f1"),
+                    "created": m["created"],
+                }
+            )
+    return sorted(rows, key=lambda r: (r["created"], r["name"]))
+
+
+def cell_regions(project: Project) -> np.ndarray:
+    """Region code of every cell: its input's (donor, run), or the input itself.
+
+    Regions (cells that must share a cross-validation fold) are the ``run`` of the cell's
+    input row, qualified by its ``donor`` (slide) so equal run names on two slides stay
+    apart; an input without a run is a region of its own, and cells without an input
+    (``input_id`` -1) share one.
+
+    Parameters
+    ----------
+    project : Project
+        An open project.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N_cells,)`` int64 codes ``0..R-1``.
+    """
+    input_id = np.asarray(project.cells["input_id"], np.int64)
+    n_in = len(project.inputs.get("file", [])) if project.inputs else 0
+    run = np.asarray(project.inputs.get("run", np.full(n_in, "", str)), str)
+    donor = np.asarray(project.inputs.get("donor", np.full(n_in, "", str)), str)
+    pairs = zip(donor, run, strict=True)
+    keys = [f"{d}\x1f{r}" if r else f"\x1finput {i}" for i, (d, r) in enumerate(pairs)]
+    keys.append("\x1fnone")
+    per_cell = np.array(keys, dtype=str)[np.where(input_id >= 0, input_id, len(keys) - 1)]
+    _, codes = np.unique(per_cell, return_inverse=True)
+    return codes.astype(np.int64).reshape(-1)
+
+
+def read_embeddings(
+    project: str | PathLike[str] | Project, name: str | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Read the stored embeddings of the labelled cells with their regions (for the dry-run).
+
+    Uses the cells that have an embedding (finite row), passed QC and carry a *current*
+    given label (relabels after training count). Classes no such cell carries are left
+    out, so the codes run over ``0..K-1``.
+
+    Parameters
+    ----------
+    project : str, PathLike or Project
+        The project.
+    name : str, optional
+        Embedding model; default the newest.
+
+    Returns
+    -------
+    X : numpy.ndarray
+        ``(M, dim)`` float32 embeddings.
+    y : numpy.ndarray
+        ``(M,)`` int64 class codes into ``class_names``.
+    groups : numpy.ndarray
+        ``(M,)`` int64 region codes (see :func:`cell_regions`).
+    class_names : list of str
+        Name of each code.
+
+    Raises
+    ------
+    ProjectError
+        Not a project, no such model, or no labelled embedded cell.
+    """
+    path = _path_of(project)
+    with open_project_h5(path, "r") as f:
+        name = _resolve(f, path, name)
+        ds = f["embeddings"][name].get("embedding")
+        if not isinstance(ds, h5py.Dataset):
+            raise ProjectError(path, f"embedding model {name!r} has no stored embedding")
+        emb = np.asarray(ds[()], np.float32)
+    with Project.open(path) as p:
+        if emb.shape[0] != p.n_cells:
+            raise ProjectError(
+                path, f"embedding {name!r} has {emb.shape[0]} rows for {p.n_cells} cells"
+            )
+        given = np.asarray(p.cells["given_label"], np.int64)
+        use = (
+            np.isfinite(emb).all(axis=1) & np.asarray(p.cells["qc_pass"], bool) & (given >= 0)
+        )
+        regions = cell_regions(p)
+        classes = list(p.classes)
+    if not use.any():
+        raise ProjectError(path, f"embedding {name!r} has no labelled, QC-passed cell")
+    used = np.unique(given[use])
+    y = np.searchsorted(used, given[use]).astype(np.int64)
+    return emb[use], y, regions[use], [str(classes[c]) for c in used]
