@@ -347,7 +347,8 @@ def _cmd_embed_train(args: argparse.Namespace) -> int:
             args.project, loss=args.loss, types=args.types, class_weights=args.class_weights,
             alpha=args.alpha, pli_targets=args.pli_targets, folds=args.folds,
             epochs=args.epochs, backbone=args.backbone, input_size=args.input_size,
-            seed=args.seed, progress=progress)
+            seed=args.seed, name=args.name, device=args.device, patience=args.patience,
+            progress=progress)
     finally:
         progress.close()
 
@@ -534,6 +535,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--backbone", default="small", choices=["small", "resnet18", "densenet121"],
                    help="small CNN for CPU work; densenet121 as in the paper")
     q.add_argument("--input-size", type=int, default=64, help="network input px (default 64)")
+    q.add_argument("--patience", type=int, default=10,
+                   help="early stopping: epochs without a better validation macro-F1")
+    q.add_argument("--name", help="name of the stored embedding model (default: loss and time)")
+    q.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     q.set_defaults(func=_cmd_embed_train)
