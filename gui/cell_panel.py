@@ -1,4 +1,4 @@
-"""The selected cell: a larger view of its patch and a table of all its features."""
+"""The selected cell: a larger view of its patch, its explanation and a table of its features."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+from hemalens.gui.explanation_view import ExplanationView
 
 #: Units of the cell-table columns (the column name suffixes say the same).
 UNITS: dict[str, str] = {
@@ -108,10 +110,13 @@ class CellPanel(QWidget):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
 
+        self.explanation = ExplanationView(self)  # the map over this patch
+
         splitter = QSplitter(Qt.Orientation.Vertical, self)
         splitter.addWidget(self.graphics)
+        splitter.addWidget(self.explanation)
         splitter.addWidget(self.table)
-        splitter.setSizes([300, 400])
+        splitter.setSizes([260, 200, 340])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.title)
@@ -123,6 +128,7 @@ class CellPanel(QWidget):
         """Use ``project`` for later :meth:`show_cell` calls and clear the view."""
         self._project = project
         self._pred = None
+        self.explanation.set_project(project)
         self.clear()
 
     def set_predictions(self, columns: dict[str, np.ndarray] | None,
@@ -140,6 +146,7 @@ class CellPanel(QWidget):
         self.rgb_item.clear()
         self.colorbar.setVisible(False)
         self.table.setRowCount(0)
+        self.explanation.clear_cell()
 
     def show_cell(self, i: int) -> None:
         """Show project row ``i`` (a negative row clears the panel)."""
@@ -152,6 +159,8 @@ class CellPanel(QWidget):
         self.title.setText(f"Cell {int(cells['cell_id'][i])}")
         self._show_image(i)
         self._fill_table(self.feature_rows(i))
+        if self.explanation.cell != self.cell:  # not on a prediction refresh of the same cell
+            self.explanation.show_cell(self.cell)
 
     def _show_image(self, i: int) -> None:
         project = self._project
