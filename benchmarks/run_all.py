@@ -19,11 +19,19 @@ BENCHMARKS = {
     "mc_dropout": ["--arch", "both"],
     "predict": ["--frames", "300"],
     "train": [],
+    "explain": ["--cells", "20", "--alexnet-cells", "2"],
+    "meta_explain": ["--cells", "5000"],
+    "ptsne": [],
+    "embed_epoch": ["--cells", "2000", "--epochs", "3"],
+    "dryrun": [],
 }
 QUICK = {"segment": ["--frames", "200"], "hologram": ["--frames", "10"],
          "ingest": ["--frames", "60"], "project": ["--cells", "5000"],
          "mc_dropout": ["--arch", "lenet5", "--cells", "500"], "predict": ["--frames", "40"],
-         "train": []}
+         "train": [], "explain": ["--cells", "3", "--alexnet-cells", "1"],
+         "meta_explain": ["--cells", "300"], "ptsne": [],
+         "embed_epoch": ["--cells", "300", "--epochs", "2"],
+         "dryrun": ["--n", "600", "--iterations", "5", "--folds", "3"]}
 
 
 def main() -> None:
