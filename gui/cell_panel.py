@@ -265,6 +265,7 @@ class CellPanel(QWidget):
         """Return the raw value shown for feature ``name`` (None when absent)."""
         for r in range(self.table.rowCount()):
             item = self.table.item(r, 0)
-            if item is not None and item.text() == name:
-                return self.table.item(r, 1).data(RawValueRole)
+            value = self.table.item(r, 1)
+            if item is not None and value is not None and item.text() == name:
+                return value.data(RawValueRole)
         return None

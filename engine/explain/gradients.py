@@ -91,7 +91,7 @@ class PatchForward(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102 - see class docstring
-        return self.model(self.model.preprocess(x))
+        return self.model(self.model.preprocess(x))  # type: ignore[operator]
 
 
 def attribution_model(model: nn.Module) -> PatchForward:
@@ -374,8 +374,10 @@ def gradient_maps(
         elif method == "guided-backprop":
             attr = guided_backprop(net, x, t, **options)
         elif method == "gradcam":
+            assert layer is not None  # CAM methods always get their layer above
             attr = grad_cam(net, layer, x, t, size=(h, w), **options)
         elif method == "guided-gradcam":
+            assert layer is not None
             attr = guided_grad_cam(net, layer, x, t, **options)
         else:
             attr = occlusion(net, x, t, perturbations_per_eval=ppe, **options)

@@ -212,7 +212,8 @@ def model_probs_fn(model: torch.nn.Module, batch_size: int | None = 512) -> Prob
         out = []
         with torch.no_grad():
             for i in range(0, len(patches), step):
-                x = model.preprocess(torch.from_numpy(np.ascontiguousarray(patches[i:i + step])))
+                batch = torch.from_numpy(np.ascontiguousarray(patches[i:i + step]))
+                x = model.preprocess(batch)  # type: ignore[operator]
                 out.append(torch.softmax(model(x), dim=1).float().cpu().numpy())
         return np.concatenate(out)
 

@@ -310,8 +310,11 @@ def cluster_png(
     colours = _class_colours(max(n_cls, k))
     emb = np.asarray(result.embedding)
     fig = Figure(figsize=(12.0, 7.2 if mean_maps else 4.2), layout="constrained")
-    top, bottom = (fig.subfigures(2, 1, height_ratios=[1.4, 1.0]) if mean_maps
-                   else (fig, None))
+    top: Any = fig
+    bottom: Any = None
+    if mean_maps:
+        subfigs: Any = fig.subfigures(2, 1, height_ratios=[1.4, 1.0])
+        top, bottom = subfigs[0], subfigs[1]
     ax_cls, ax_clu, ax_bar = top.subplots(1, 3)
     dot = float(np.clip(2000 / max(len(emb), 1), 1.0, 25.0))
 

@@ -495,6 +495,7 @@ def _simulate_into(stage: Path, config: MarrowSimConfig, progress: Progress | No
         a, _ = groups.get(key, (row["cell_id"], 0))
         groups[key] = (a, row["cell_id"] + 1)
     if h5:
+        assert patches is not None  # allocated above whenever h5 is set
         _write_h5(stage / "marrow.h5", patches, truth, groups)
         for (region, cls), _ in groups.items():
             slide = region.split("_")[0]
@@ -579,7 +580,11 @@ def import_marrow_patches(
     first = _load_crop(sim, rows[0], None) if not from_h5 else None
     h5 = h5py.File(h5_path, "r") if from_h5 else None
     try:
-        shape = tuple(h5["patches"].shape[1:]) if h5 is not None else first.shape
+        if h5 is not None:
+            shape = tuple(h5["patches"].shape[1:])
+        else:
+            assert first is not None  # read above when the crops are PNGs
+            shape = first.shape
         regions: dict[str, list[dict[str, str]]] = {}
         for row in rows:
             regions.setdefault(row["region"], []).append(row)

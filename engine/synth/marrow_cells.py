@@ -519,8 +519,8 @@ def draw_cell(
         if n == 0:
             continue
         r = radius * 0.95 * np.sqrt(rng.uniform(0, 1, size=4 * n))
-        a = rng.uniform(0, 2 * np.pi, size=4 * n)
-        gy, gx = centre_px[0] + r * np.sin(a), centre_px[1] + r * np.cos(a)
+        ang = rng.uniform(0, 2 * np.pi, size=4 * n)
+        gy, gx = centre_px[0] + r * np.sin(ang), centre_px[1] + r * np.cos(ang)
         iy = np.clip(gy.astype(int), 0, shape[0] - 1)
         ix = np.clip(gx.astype(int), 0, shape[1] - 1)
         on_nuc = nucleus[iy, ix] > 0.5

@@ -216,7 +216,7 @@ def explain_meta(
     if len(ids) < 4:
         raise ProjectError(project_path, f"has {len(ids)} labelled QC-passed cells; "
                            "meta-explanations need at least 4")
-    explain_project(project_path, method, cells=ids, model_name=name, seed=seed,
+    explain_project(project_path, method, cells=ids.tolist(), model_name=name, seed=seed,
                     progress=SubProgress(progress, 0.0, 0.8, "explaining"))
     checkpoint(progress)
     maps, _, computed = read_explanations(project_path, name, method, ids, model_created=created,
