@@ -22,7 +22,6 @@ the project as it was. Writing a name that exists replaces that model.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from os import PathLike
 from pathlib import Path
@@ -37,7 +36,15 @@ from hemalens.engine.embed.network import EmbeddingNet, EmbeddingSpec
 from hemalens.engine.errors import ProjectError
 from hemalens.engine.models.weights import state_to_arrays
 from hemalens.engine.project.atomic import atomic_update, path_lock
-from hemalens.engine.project.store import Project, iso_utc, open_project_h5, to_json
+from hemalens.engine.project.store import (
+    Project,
+    attr_json,
+    check_group_name,
+    iso_utc,
+    open_project_h5,
+    project_path,
+    to_json,
+)
 
 __all__ = [
     "EMBEDDING_FORMAT",
@@ -53,15 +60,8 @@ EMBEDDING_FORMAT_VERSION = 1
 _LIBVER = ("v110", "v110")  # as ProjectWriter: attributes may be large (history JSON)
 
 
-def _path_of(project: str | PathLike[str] | Project) -> Path:
-    return project.path if isinstance(project, Project) else Path(project)
 
 
-def _check_name(name: str) -> str:
-    name = str(name).strip()
-    if not name or "/" in name or name in (".", ".."):
-        raise ValueError(f"invalid embedding model name {name!r} (non-empty, no '/')")
-    return name
 
 
 def _names(f: h5py.File) -> list[str]:
@@ -71,13 +71,6 @@ def _names(f: h5py.File) -> list[str]:
     return [k for k, v in g.items() if isinstance(v, h5py.Group) and "weights" in v]
 
 
-def _loads(attrs: h5py.AttributeManager, key: str, default: Any) -> Any:
-    raw = attrs.get(key)
-    if raw is None:
-        return default
-    if isinstance(raw, bytes):
-        raw = raw.decode("utf-8")
-    return json.loads(str(raw))
 
 
 def _resolve(f: h5py.File, path: Path, name: str | None) -> str:
@@ -95,11 +88,11 @@ def _meta(f: h5py.File, name: str) -> dict[str, Any]:
     a = f["embeddings"][name].attrs
     return {
         "name": name,
-        "spec": _loads(a, "spec_json", {}),
-        "config": _loads(a, "config_json", {}),
-        "metrics": _loads(a, "metrics_json", {}),
-        "class_names": _loads(a, "class_names_json", []),
-        "history": _loads(a, "history_json", []),
+        "spec": attr_json(a, "spec_json", {}),
+        "config": attr_json(a, "config_json", {}),
+        "metrics": attr_json(a, "metrics_json", {}),
+        "class_names": attr_json(a, "class_names_json", []),
+        "history": attr_json(a, "history_json", []),
         "created": str(a.get("created", "")),
         "hemalens_version": str(a.get("hemalens_version", "")),
     }
@@ -159,7 +152,7 @@ def save_embedding_model(
         Not a project, or it cannot be replaced (left as it was).
     """
     path = Path(project_path)
-    name = _check_name(name)
+    name = check_group_name(name, "embedding model")
     dim = int(network.spec.dim)
     attrs = {
         "format": EMBEDDING_FORMAT,
@@ -226,7 +219,7 @@ def load_embedding_model(
     ProjectError
         Not a project, no embedding models, no such model, or a corrupt one.
     """
-    path = _path_of(project)
+    path = project_path(project)
     with open_project_h5(path, "r") as f:
         name = _resolve(f, path, name)
         try:
@@ -263,7 +256,7 @@ def list_embedding_models(project: str | PathLike[str] | Project) -> list[dict[s
     ProjectError
         Not a readable project.
     """
-    path = _path_of(project)
+    path = project_path(project)
     rows = []
     with open_project_h5(path, "r") as f:
         for n in _names(f):
@@ -344,7 +337,7 @@ def read_embeddings(
     ProjectError
         Not a project, no such model, or no labelled embedded cell.
     """
-    path = _path_of(project)
+    path = project_path(project)
     with open_project_h5(path, "r") as f:
         name = _resolve(f, path, name)
         ds = f["embeddings"][name].get("embedding")

@@ -45,7 +45,15 @@ import numpy as np
 
 from hemalens.engine.errors import ProjectError
 from hemalens.engine.project.atomic import atomic_update, path_lock
-from hemalens.engine.project.store import Project, iso_utc, open_project_h5, to_json
+from hemalens.engine.project.store import (
+    Project,
+    attr_text,
+    check_group_name,
+    iso_utc,
+    open_project_h5,
+    to_json,
+)
+from hemalens.engine.project.store import project_path as path_of
 
 __all__ = ["cached_cells", "drop_explanations", "read_explanations", "write_explanations"]
 
@@ -56,15 +64,8 @@ _MAP_FILTER: dict[str, Any] = {"compression": "gzip", "compression_opts": 1, "sh
 _ROW_CHUNK = 16384
 
 
-def _check_name(value: str, what: str) -> str:
-    name = str(value).strip()
-    if not name or "/" in name or name in (".", ".."):
-        raise ValueError(f"bad {what} name {value!r} (non-empty, no '/')")
-    return name
 
 
-def _path(project: str | PathLike[str] | Project) -> Path:
-    return project.path if isinstance(project, Project) else Path(project)
 
 
 def _n_cells(f: h5py.File) -> int:
@@ -101,19 +102,15 @@ def _settings_text(settings: Mapping[str, Any] | None) -> str:
     return to_json(dict(settings or {}), "explanation settings")
 
 
-def _attr_str(value: Any) -> str | None:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return None if value is None else str(value)
 
 
 def _is_current(g: h5py.Group, model_created: str | None, settings_text: str | None) -> bool:
     """Whether a stored cache matches the model stamp and settings (None: not checked)."""
-    if model_created is not None and _attr_str(g.attrs.get("model_created")) != model_created:
+    if model_created is not None and attr_text(g.attrs.get("model_created")) != model_created:
         return False
     if settings_text is not None:
         try:
-            stored = json.loads(_attr_str(g.attrs.get("settings_json")) or "{}")
+            stored = json.loads(attr_text(g.attrs.get("settings_json")) or "{}")
         except json.JSONDecodeError:
             return False
         return stored == json.loads(settings_text)
@@ -195,8 +192,8 @@ def write_explanations(
     ProjectError
         The project is not readable or cannot be replaced; it is left as it was.
     """
-    model = _check_name(model_name, "model")
-    meth = _check_name(method, "method")
+    model = check_group_name(model_name, "model")
+    meth = check_group_name(method, "method")
     created = str(model_created or "").strip()
     if not created:
         raise ValueError("model_created must be the model's 'created' stamp, got nothing")
@@ -312,9 +309,9 @@ def read_explanations(
     ValueError
         Bad names or ids outside the project.
     """
-    path = _path(project_path)
-    model = _check_name(model_name, "model")
-    meth = _check_name(method, "method")
+    path = path_of(project_path)
+    model = check_group_name(model_name, "model")
+    meth = check_group_name(method, "method")
     stext = None if settings is None else _settings_text(settings)
     with open_project_h5(path, "r") as f:
         n = _n_cells(f)
@@ -379,9 +376,9 @@ def cached_cells(
     ProjectError
         Not a readable project, or a corrupt cache.
     """
-    path = _path(project_path)
-    model = _check_name(model_name, "model")
-    meth = _check_name(method, "method")
+    path = path_of(project_path)
+    model = check_group_name(model_name, "model")
+    meth = check_group_name(method, "method")
     stext = None if settings is None else _settings_text(settings)
     with open_project_h5(path, "r") as f:
         g = _cache(f, path, model, meth)
@@ -416,8 +413,8 @@ def drop_explanations(
     ProjectError
         Not a readable project, or it cannot be replaced.
     """
-    model = None if model_name is None else _check_name(model_name, "model")
-    meth = None if method is None else _check_name(method, "method")
+    model = None if model_name is None else check_group_name(model_name, "model")
+    meth = None if method is None else check_group_name(method, "method")
     path = Path(project_path)
 
     def targets(f: h5py.File) -> list[str]:

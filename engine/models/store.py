@@ -37,7 +37,15 @@ from hemalens.engine.errors import ProjectError
 from hemalens.engine.models.spec import Classifier, ModelSpec
 from hemalens.engine.models.weights import model_from_arrays, state_to_arrays
 from hemalens.engine.project.atomic import atomic_update
-from hemalens.engine.project.store import Project, iso_utc, open_project_h5, to_json
+from hemalens.engine.project.store import (
+    Project,
+    attr_json,
+    check_group_name,
+    iso_utc,
+    open_project_h5,
+    project_path,
+    to_json,
+)
 
 if TYPE_CHECKING:  # engine.train imports this package; no runtime cycle
     from hemalens.engine.train.loop import TrainResult
@@ -58,15 +66,8 @@ _LIBVER = ("v110", "v110")  # as ProjectWriter: new objects may carry large (den
 _UNSET: Any = object()
 
 
-def _path_of(project: str | PathLike[str] | Project) -> Path:
-    return project.path if isinstance(project, Project) else Path(project)
 
 
-def _check_name(name: str) -> str:
-    name = str(name).strip()
-    if not name or "/" in name or name in (".", ".."):
-        raise ValueError(f"invalid model name {name!r} (non-empty, no '/')")
-    return name
 
 
 def _check_temperature(temperature: float | None) -> float:
@@ -100,13 +101,6 @@ def _active(f: h5py.File) -> str | None:
     return max(names, key=lambda n: str(f["models"][n].attrs.get("created", "")))
 
 
-def _loads(attrs: h5py.AttributeManager, key: str, default: Any) -> Any:
-    raw = attrs.get(key)
-    if raw is None:
-        return default
-    if isinstance(raw, bytes):
-        raw = raw.decode("utf-8")
-    return json.loads(str(raw))
 
 
 def _read_meta(f: h5py.File, name: str, *, with_split: bool = True) -> dict[str, Any]:
@@ -115,13 +109,13 @@ def _read_meta(f: h5py.File, name: str, *, with_split: bool = True) -> dict[str,
     t = float(a.get("temperature", math.nan))
     meta: dict[str, Any] = {
         "name": name,
-        "spec": _loads(a, "spec_json", {}),
-        "class_names": _loads(a, "class_names_json", []),
-        "metrics": _loads(a, "metrics_json", {}),
-        "history": _loads(a, "history_json", []),
-        "extra": _loads(a, "extra_json", {}),
-        "trained_on": _loads(a, "trained_on_json", {}),
-        "train_config": _loads(a, "train_config_json", None),
+        "spec": attr_json(a, "spec_json", {}),
+        "class_names": attr_json(a, "class_names_json", []),
+        "metrics": attr_json(a, "metrics_json", {}),
+        "history": attr_json(a, "history_json", []),
+        "extra": attr_json(a, "extra_json", {}),
+        "trained_on": attr_json(a, "trained_on_json", {}),
+        "train_config": attr_json(a, "train_config_json", None),
         "temperature": None if math.isnan(t) else t,
         "created": str(a.get("created", "")),
         "hemalens_version": str(a.get("hemalens_version", "")),
@@ -193,7 +187,7 @@ def save_model(
         Not a project, or it cannot be replaced; it is left as it was.
     """
     path = Path(project_path)
-    name = _check_name(name)
+    name = check_group_name(name, "model")
     spec: ModelSpec = result.spec
     classes = [str(c) for c in class_names]
     if len(classes) != spec.n_classes:
@@ -291,7 +285,7 @@ def load_model(
     ProjectError
         Not a project, no models, no model of that name, or a corrupt model.
     """
-    path = _path_of(project_path_or_project)
+    path = project_path(project_path_or_project)
     with open_project_h5(path, "r") as f:
         if name is None:
             name = _active(f)
@@ -328,7 +322,7 @@ def list_models(project: str | PathLike[str] | Project) -> list[dict[str, Any]]:
     ProjectError
         Not a readable project.
     """
-    path = _path_of(project)
+    path = project_path(project)
     rows = []
     with open_project_h5(path, "r") as f:
         for n in _model_names(f):
@@ -416,7 +410,7 @@ def update_model(
                 a["temperature"] = t
             for key, new in (("metrics_json", metrics), ("extra_json", extra)):
                 if new:
-                    a[key] = to_json({**_loads(a, key, {}), **dict(new)}, key)
+                    a[key] = to_json({**attr_json(a, key, {}), **dict(new)}, key)
             f["meta"].attrs["modified"] = iso_utc()
 
     atomic_update(path, modify)

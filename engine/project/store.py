@@ -38,7 +38,17 @@ from hemalens.engine.project.schema import (
     SCHEMA_VERSION,
 )
 
-__all__ = ["PATCH_KINDS", "Project", "ProjectWriter", "iso_utc", "open_project_h5"]
+__all__ = [
+    "PATCH_KINDS",
+    "Project",
+    "ProjectWriter",
+    "attr_json",
+    "attr_text",
+    "check_group_name",
+    "iso_utc",
+    "open_project_h5",
+    "project_path",
+]
 
 PATCH_KINDS = ("phase", "rgb")
 RESERVED_GROUPS = ("predictions", "models", "explanations", "embeddings")
@@ -961,3 +971,62 @@ class Project:
 
     def __repr__(self) -> str:
         return f"Project({str(self.path)!r}, {self.n_cells} cells, {self.patch_kind})"
+
+
+# -- helpers shared by the modules that keep groups in the project (models, predictions,
+# explanations, embeddings)
+
+
+def project_path(project: str | PathLike[str] | Project) -> Path:
+    """Return the file path of a project given as a path or an open :class:`Project`.
+
+    Parameters
+    ----------
+    project : str, PathLike or Project
+        The project.
+
+    Returns
+    -------
+    pathlib.Path
+        Its path.
+    """
+    return project.path if isinstance(project, Project) else Path(project)
+
+
+def check_group_name(value: str, what: str) -> str:
+    """Validate the name of an HDF5 group a user chooses (a model name, a method).
+
+    Parameters
+    ----------
+    value : str
+        The name; surrounding white space is removed.
+    what : str
+        What it names, for the message (``"model"``).
+
+    Returns
+    -------
+    str
+        The stripped name.
+
+    Raises
+    ------
+    ValueError
+        Empty, ``.``/``..``, or containing ``/``.
+    """
+    name = str(value).strip()
+    if not name or "/" in name or name in (".", ".."):
+        raise ValueError(f"invalid {what} name {value!r} (non-empty, no '/')")
+    return name
+
+
+def attr_text(value: Any) -> str | None:
+    """Return an HDF5 attribute value as text (bytes decoded as UTF-8; None stays None)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return None if value is None else str(value)
+
+
+def attr_json(attrs: h5py.AttributeManager, key: str, default: Any) -> Any:
+    """Parse the JSON text stored in attribute ``key``; ``default`` when it is absent."""
+    raw = attr_text(attrs.get(key))
+    return default if raw is None else json.loads(raw)

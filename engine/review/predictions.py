@@ -43,7 +43,14 @@ import numpy as np
 
 from hemalens.engine.errors import ProjectError
 from hemalens.engine.project.atomic import atomic_update, path_lock
-from hemalens.engine.project.store import Project, iso_utc, open_project_h5, to_json
+from hemalens.engine.project.store import (
+    Project,
+    attr_text,
+    check_group_name,
+    iso_utc,
+    open_project_h5,
+    to_json,
+)
 
 __all__ = ["PREDICTION_COLUMNS", "active_model_name", "read_predictions", "write_predictions"]
 
@@ -58,11 +65,6 @@ PREDICTION_COLUMNS: dict[str, str] = {
 }
 
 
-def _check_name(model_name: str) -> str:
-    name = str(model_name).strip()
-    if not name or "/" in name or name in (".", ".."):
-        raise ValueError(f"bad model name {model_name!r} (non-empty, no '/')")
-    return name
 
 
 def _column(name: str, values: Any, n: int) -> np.ndarray:
@@ -120,7 +122,7 @@ def write_predictions(
     ProjectError
         The project is not readable or cannot be replaced; it is left as it was.
     """
-    name = _check_name(model_name)
+    name = check_group_name(model_name, "model")
     if not columns:
         raise ValueError("no prediction columns to write")
     with open_project_h5(project_path, "r") as f:
@@ -166,10 +168,6 @@ def write_predictions(
         atomic_update(project_path, modify)
 
 
-def _attr_str(value: Any) -> str | None:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return None if value is None else str(value)
 
 
 def active_model_name(f: h5py.File) -> str | None:
@@ -195,11 +193,11 @@ def active_model_name(f: h5py.File) -> str | None:
     if not names:
         return None
     models = f.get("models")
-    active = _attr_str(models.attrs.get("active")) if isinstance(models, h5py.Group) else None
+    active = attr_text(models.attrs.get("active")) if isinstance(models, h5py.Group) else None
     if active in names:
         return active
     # ISO 8601 UTC stamps sort as text; ties keep the last listed
-    return max(names, key=lambda k: (_attr_str(preds[k].attrs.get("created")) or "", k))
+    return max(names, key=lambda k: (attr_text(preds[k].attrs.get("created")) or "", k))
 
 
 def read_predictions(
@@ -228,7 +226,7 @@ def read_predictions(
     """
     path = project.path if isinstance(project, Project) else Path(project)
     with open_project_h5(path, "r") as f:
-        name = active_model_name(f) if model_name is None else _check_name(model_name)
+        name = active_model_name(f) if model_name is None else check_group_name(model_name, "model")
         g = f.get(f"predictions/{name}") if name is not None else None
         if not isinstance(g, h5py.Group):
             return None
@@ -245,9 +243,9 @@ def read_predictions(
                 )
             cols[col] = ds[()]
         try:
-            attrs = json.loads(_attr_str(g.attrs.get("attrs_json")) or "{}")
+            attrs = json.loads(attr_text(g.attrs.get("attrs_json")) or "{}")
         except json.JSONDecodeError as err:
             raise ProjectError(path, f"corrupt predictions of {name!r}: bad attrs JSON") from err
         attrs["model"] = name
-        attrs.setdefault("created", _attr_str(g.attrs.get("created")) or "")
+        attrs.setdefault("created", attr_text(g.attrs.get("created")) or "")
         return cols, attrs

@@ -167,7 +167,7 @@ def test_bad_inputs(project, tmp_path):
         _write(project, [0, 1], nan)
     with pytest.raises(ValueError, match="model_created"):
         _write(project, [0], _maps(1), stamp="")
-    with pytest.raises(ValueError, match="bad method name"):
+    with pytest.raises(ValueError, match="invalid method name"):
         _write(project, [0], _maps(1), method="a/b")
     with pytest.raises(ValueError, match="JSON"):
         _write(project, [0], _maps(1), settings={"f": object()})

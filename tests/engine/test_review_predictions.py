@@ -131,9 +131,9 @@ def test_wrong_length_and_bad_input_write_nothing(project):
     good, _ = fake_predictions()
     with pytest.raises(ValueError, match="JSON"):
         write_predictions(project, "m", good, {"bad": object()})
-    with pytest.raises(ValueError, match="bad model name"):
+    with pytest.raises(ValueError, match="invalid model name"):
         write_predictions(project, "a/b", good, attrs)
-    with pytest.raises(ValueError, match="bad model name"):
+    with pytest.raises(ValueError, match="invalid model name"):
         write_predictions(project, " ", good, attrs)
     with pytest.raises(ValueError, match="must be numeric"):
         write_predictions(project, "m", {"x": np.array(["a"] * N)}, attrs)
