@@ -419,6 +419,9 @@ def update_model(
 def delete_model(project_path: str | PathLike[str], name: str) -> None:
     """Remove a model (atomically); if it was active, the newest remaining one becomes so.
 
+    Its predictions and cached explanations (``/predictions/<name>``,
+    ``/explanations/<name>``) go with it: they describe a model that no longer exists.
+
     Parameters
     ----------
     project_path : str or PathLike
@@ -440,6 +443,9 @@ def delete_model(project_path: str | PathLike[str], name: str) -> None:
             models = f["models"]
             was_active = _active(f) == name
             del models[name]
+            for group in ("predictions", "explanations"):
+                if group in f and name in f[group]:
+                    del f[group][name]
             if was_active:
                 if "active" in models.attrs:
                     del models.attrs["active"]

@@ -155,6 +155,18 @@ def test_several_models_and_active_switching(project):
         assert f["models"].attrs["active"] in names
 
 
+def test_deleting_a_model_drops_its_predictions_and_explanations(project):
+    save_model(project, "a", fake_result(seed=1), CLASSES)
+    save_model(project, "b", fake_result(seed=2), CLASSES)
+    with h5py.File(project, "r+") as f:  # stand-ins for what predict / explain store
+        for group in ("predictions", "explanations"):
+            for name in ("a", "b"):
+                f.require_group(group).create_group(name)
+    delete_model(project, "b")
+    with h5py.File(project, "r") as f:
+        assert list(f["predictions"]) == ["a"] and list(f["explanations"]) == ["a"]
+
+
 def test_update_model_sets_temperature_and_merges_metrics(project):
     save_model(project, "m", fake_result(), CLASSES, extra={"a": 1})
     update_model(project, "m", temperature=2.5, metrics={"test_f1": 0.8}, extra={"b": 2})
