@@ -43,7 +43,11 @@ def main() -> None:
     for name, argv in (QUICK if args.quick else BENCHMARKS).items():
         out = subprocess.run([sys.executable, "-m", f"benchmarks.bench_{name}", *argv],
                              capture_output=True, text=True, check=True)
-        results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+        text = out.stdout.strip()
+        try:  # one JSON object, indented or not
+            results[name] = json.loads(text)
+        except json.JSONDecodeError:  # anything printed before it: the object is the last line
+            results[name] = json.loads(text.splitlines()[-1])
     print(json.dumps(results, indent=1))
 
 
