@@ -310,7 +310,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         else:
             result = explain_project(args.project, args.method, cells=args.cells,
                                      model_name=args.model, seed=args.seed, force=args.force,
-                                     progress=progress)
+                                     mc_passes=args.mc, progress=progress)
     finally:
         progress.close()
 
@@ -513,6 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="all (QC-passed), queue (mislabel queue) or ids: 3,17,42")
     p.add_argument("--model", help="model name (default: the active model)")
     p.add_argument("--seed", type=int, default=0, help="seed of LIME's perturbations")
+    p.add_argument("--mc", type=int, default=0,
+                   help="LIME only: explain the mean of N MC-dropout passes (default 0: softmax)")
     p.add_argument("--force", action="store_true", help="recompute cached maps")
     p.add_argument("--meta", action="store_true",
                    help="aggregate by label x confidence and cluster the maps (needs --out)")

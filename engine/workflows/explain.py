@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,16 @@ def _model_codes(project: Project, classes: Sequence[str]) -> np.ndarray:
     to_model = np.asarray([list(classes).index(c) if c in classes else -1
                            for c in project.classes] + [-1], dtype=np.int64)
     return to_model[np.asarray(project.cells["given_label"], np.int64)]
+
+
+def _mc_mean_probs(model: Any, passes: int, seed: int) -> Callable[[np.ndarray], np.ndarray]:
+    """LIME classifier function: mean class probabilities of ``passes`` MC-dropout passes."""
+    from hemalens.engine.calibrate import mc_dropout_probs
+
+    def probs(patches: np.ndarray) -> np.ndarray:
+        return mc_dropout_probs(model, patches, passes=passes, seed=seed).mean(axis=0)
+
+    return probs
 
 
 def select_cells(
@@ -93,6 +103,7 @@ def explain_project(
     cells: str | Sequence[int] = "all",
     model_name: str | None = None,
     seed: int = 0,
+    mc_passes: int = 0,
     force: bool = False,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -110,6 +121,10 @@ def explain_project(
         Default the active model.
     seed : int
         Seed of the stochastic methods (LIME's perturbations).
+    mc_passes : int
+        LIME only: explain the mean of this many MC-dropout passes (the variational
+        prediction) instead of the eval-mode softmax; 0 (default) uses the softmax. The cache holds
+        one kind at a time: switching recomputes.
     force : bool
         Recompute cells whose maps are cached.
     progress : Progress, optional
@@ -130,11 +145,17 @@ def explain_project(
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if mc_passes < 0 or (mc_passes and method != "lime"):
+        raise ValueError(f"MC-dropout passes apply to LIME only (got {mc_passes} for {method})")
     t0 = time.perf_counter()
     model, meta = load_model(project_path, model_name)
     name, created = meta["name"], str(meta["created"])
     ids = select_cells(project_path, cells, model_name=name)
-    settings = {"seed": seed}
+    settings: dict[str, Any] = {"seed": seed}
+    probs_fn = None
+    if mc_passes:
+        settings["mc_passes"] = mc_passes
+        probs_fn = _mc_mean_probs(model, mc_passes, seed)
     cached = cached_cells(project_path, name, method, created, settings=settings)
     todo = ids if force else np.setdiff1d(ids, cached)
     found = read_predictions(project_path, name)
@@ -151,7 +172,7 @@ def explain_project(
                 targets = targets_all[chunk]
             sub = SubProgress(progress, done / len(todo), len(chunk) / len(todo))
             result = explain_cells(model, patches, method, targets=targets, seed=seed,
-                                   progress=sub)
+                                   probs_fn=probs_fn, progress=sub)
             compute_s += result.seconds
             write_explanations(project_path, name, method, chunk, result.maps, result.targets,
                                model_created=created, settings=settings)

@@ -110,3 +110,24 @@ def test_meta_explanations_write_grid_clusters_and_json(predicted, tmp_path, cap
         assert Path(f).stat().st_size > 500
     written = json.loads((tmp_path / "meta" / "meta.json").read_text())
     assert written["clusters"] == result["clusters"]
+
+
+def test_lime_can_explain_the_mc_dropout_mean(predicted, tmp_path, capsys):
+    project = tmp_path / "P.h5"
+    shutil.copy(predicted, project)
+    _, meta = load_model(project)
+    stamp = str(meta["created"])
+    capsys.readouterr()
+    assert main(["explain", str(project), "--method", "lime", "--cells", "6", "--json"]) == 0
+    freq, _, _ = read_explanations(project, meta["name"], "lime", [6], model_created=stamp)
+    assert main(["explain", str(project), "--method", "lime", "--cells", "6", "--mc", "20",
+                 "--json"]) == 0
+    assert _json(capsys)["computed"] == 1  # another kind of map: not taken from the cache
+    mc, _, done = read_explanations(project, meta["name"], "lime", [6], model_created=stamp,
+                                    settings={"seed": 0, "mc_passes": 20})
+    assert done.all() and np.isfinite(mc).all()
+    assert not np.allclose(mc, freq)  # dropout noise changes the surrogate's targets
+    # same segments, same masks: the maps agree in where the evidence lies
+    assert np.corrcoef(mc.ravel(), freq.ravel())[0, 1] > 0.5
+    assert main(["explain", str(project), "--method", "saliency", "--mc", "5"]) == 2
+    assert "LIME only" in capsys.readouterr().err
