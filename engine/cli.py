@@ -310,7 +310,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         else:
             result = explain_project(args.project, args.method, cells=args.cells,
                                      model_name=args.model, seed=args.seed, force=args.force,
-                                     mc_passes=args.mc, progress=progress)
+                                     mc_passes=args.mc, target=args.target,
+                                     png_dir=args.png, progress=progress)
     finally:
         progress.close()
 
@@ -515,6 +516,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of LIME's perturbations")
     p.add_argument("--mc", type=int, default=0,
                    help="LIME only: explain the mean of N MC-dropout passes (default 0: softmax)")
+    p.add_argument("--target", metavar="CLASS",
+                   help="explain this class for every cell (default: the shown prediction)")
+    p.add_argument("--png", type=Path, metavar="DIR",
+                   help="also write one overlay PNG per cell (blue for, red against)")
     p.add_argument("--force", action="store_true", help="recompute cached maps")
     p.add_argument("--meta", action="store_true",
                    help="aggregate by label x confidence and cluster the maps (needs --out)")

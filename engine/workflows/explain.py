@@ -19,7 +19,7 @@ import numpy as np
 from hemalens.engine.errors import ProjectError
 from hemalens.engine.explain.meta import aggregate_by_confidence, cluster_explanations
 from hemalens.engine.explain.methods import METHODS, explain_cells
-from hemalens.engine.explain.render import cluster_png, meta_grid_png
+from hemalens.engine.explain.render import cluster_png, meta_grid_png, overlay_png
 from hemalens.engine.explain.store import cached_cells, read_explanations, write_explanations
 from hemalens.engine.jobs import Progress, SubProgress, checkpoint
 from hemalens.engine.models.store import load_model
@@ -48,6 +48,23 @@ def _mc_mean_probs(model: Any, passes: int, seed: int) -> Callable[[np.ndarray],
         return mc_dropout_probs(model, patches, passes=passes, seed=seed).mean(axis=0)
 
     return probs
+
+
+def _write_pngs(project_path: str | Path, model: str, method: str, created: str,
+                settings: dict[str, Any], ids: np.ndarray, classes: list[str],
+                out: Path) -> list[str]:
+    """One overlay PNG per cell from the cache (the maps just computed or found there)."""
+    maps, targets, _ = read_explanations(project_path, model, method, ids,
+                                         model_created=created, settings=settings)
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    with Project.open(project_path) as project:
+        for cell, m, t in zip(ids, maps, targets, strict=True):
+            path = out / f"cell_{int(cell)}_{method}.png"
+            overlay_png(project.image(int(cell)), m, path,
+                        title=f"cell {int(cell)}: {method}, class {classes[int(t)]}")
+            files.append(str(path))
+    return files
 
 
 def select_cells(
@@ -104,6 +121,8 @@ def explain_project(
     model_name: str | None = None,
     seed: int = 0,
     mc_passes: int = 0,
+    target: str | None = None,
+    png_dir: str | Path | None = None,
     force: bool = False,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -125,6 +144,12 @@ def explain_project(
         LIME only: explain the mean of this many MC-dropout passes (the variational
         prediction) instead of the eval-mode softmax; 0 (default) uses the softmax. The cache holds
         one kind at a time: switching recomputes.
+    target : str, optional
+        Explain this class (a name of the model's classes) for every cell instead of the
+        shown prediction.
+    png_dir : str or Path, optional
+        Also write each selected cell's overlay (positive blue, negative red, colour bar)
+        as ``cell_<id>_<method>.png`` there.
     force : bool
         Recompute cells whose maps are cached.
     progress : Progress, optional
@@ -156,10 +181,19 @@ def explain_project(
     if mc_passes:
         settings["mc_passes"] = mc_passes
         probs_fn = _mc_mean_probs(model, mc_passes, seed)
+    classes = list(meta["class_names"])
+    if target is not None:
+        if target not in classes:
+            raise ValueError(f"unknown class {target!r}; the model's classes are "
+                             f"{', '.join(classes)}")
+        settings["target"] = target
+        n_cells = int(ids.max()) + 1 if len(ids) else 0
+        targets_all: np.ndarray | None = np.full(n_cells, classes.index(target), np.int64)
+    else:
+        found = read_predictions(project_path, name)
+        targets_all = found[0]["predicted"].astype(np.int64) if found is not None else None
     cached = cached_cells(project_path, name, method, created, settings=settings)
     todo = ids if force else np.setdiff1d(ids, cached)
-    found = read_predictions(project_path, name)
-    targets_all = found[0]["predicted"].astype(np.int64) if found is not None else None
     compute_s = 0.0
     done = 0
     with Project.open(project_path) as project:
@@ -178,9 +212,15 @@ def explain_project(
                                model_created=created, settings=settings)
             done += len(chunk)
             sub.set_progress(1, 1)
+    files: list[str] = []
+    if png_dir is not None:
+        files = _write_pngs(project_path, name, method, created, settings, ids, classes,
+                            Path(png_dir))
     return {
         "method": method,
         "model": name,
+        "target": target or "predicted",
+        "files": files,
         "cells": int(len(ids)),
         "computed": int(len(todo)),
         "cached": int(len(ids) - len(todo)),

@@ -131,3 +131,23 @@ def test_lime_can_explain_the_mc_dropout_mean(predicted, tmp_path, capsys):
     assert np.corrcoef(mc.ravel(), freq.ravel())[0, 1] > 0.5
     assert main(["explain", str(project), "--method", "saliency", "--mc", "5"]) == 2
     assert "LIME only" in capsys.readouterr().err
+
+
+def test_any_class_on_request_and_png_export(predicted, tmp_path, capsys):
+    project = tmp_path / "P.h5"
+    shutil.copy(predicted, project)
+    _, meta = load_model(project)
+    other = meta["class_names"][1]
+    capsys.readouterr()
+    assert main(["explain", str(project), "--method", "saliency", "--cells", "0,1",
+                 "--target", other, "--png", str(tmp_path / "png"), "--json"]) == 0
+    result = _json(capsys)
+    assert result["target"] == other and len(result["files"]) == 2
+    _, targets, done = read_explanations(project, meta["name"], "saliency", [0, 1],
+                                         model_created=str(meta["created"]),
+                                         settings={"seed": 0, "target": other})
+    assert done.all() and (targets == 1).all()
+    for f in result["files"]:
+        assert Path(f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["explain", str(project), "--method", "saliency", "--target", "platelet"]) == 2
+    assert "platelet" in capsys.readouterr().err
