@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from sklearn.datasets import load_digits
 
 from hemalens.engine.cli import main
@@ -21,14 +20,6 @@ from hemalens.engine.embed.folds import region_folds
 from hemalens.engine.embed.network import EmbeddingSpec
 from hemalens.engine.embed.store import list_embedding_models, read_embeddings
 from hemalens.engine.embed.training import EmbedTrainConfig, train_fold
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _json(capsys) -> dict:

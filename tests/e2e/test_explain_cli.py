@@ -9,19 +9,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import torch
 
 from hemalens.engine.cli import main
 from hemalens.engine.explain.store import read_explanations
 from hemalens.engine.models.store import load_model
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -16,15 +16,6 @@ from hemalens.engine.calibrate import mc_dropout_probs, mc_summary, predict_logi
 from hemalens.engine.jobs import CallbackProgress, Cancelled
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny tensors: with other jobs on the cores, OpenMP threads spin-wait (~400x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class TinyNet(nn.Module):
     """Conv trunk (optionally with BatchNorm) + FC head with dropout; protocol of engine.models."""
 

@@ -19,15 +19,6 @@ from hemalens.engine.calibrate import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny tensors: with other jobs on the cores, OpenMP threads spin-wait (~400x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _mc_example():
     """Two cells, three passes, three classes; cell 0's median and mean disagree."""
     p = np.array(

@@ -10,15 +10,6 @@ from torchmetrics.functional.classification import multiclass_calibration_error
 from hemalens.engine.calibrate import bin_index, calibration_errors, reliability_data
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small tensors: with other jobs on the cores, OpenMP threads spin-wait."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _torchmetrics(probs: np.ndarray, labels: np.ndarray, n_bins: int) -> tuple[float, float]:
     p, y = torch.from_numpy(probs), torch.from_numpy(labels)
     k = probs.shape[1]

@@ -18,15 +18,6 @@ from hemalens.engine.calibrate import (
 T_TRUE = 2.5
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small tensors: with other jobs on the cores, OpenMP threads spin-wait."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _exact_logits(seed: int = 0, rows: int = 400, m: int = 50, k: int = 4):
     """Logits whose NLL optimum is exactly T_TRUE.
 

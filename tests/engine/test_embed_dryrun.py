@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
 from sklearn.svm import SVC
@@ -23,8 +22,6 @@ from hemalens.engine.embed.dryrun import (
 from hemalens.engine.embed.folds import region_folds
 from hemalens.engine.errors import InputError
 from hemalens.engine.jobs import CallbackProgress, Cancelled
-
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,6 @@ from hemalens.engine.embed.interventions import (
     shift_vector,
 )
 
-torch.set_num_threads(1)
-
 
 def _angle(a, b):
     return np.arccos(np.clip(a @ b / np.linalg.norm(a) / np.linalg.norm(b), -1, 1))

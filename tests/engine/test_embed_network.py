@@ -14,8 +14,6 @@ from hemalens.engine.embed.augment import border_fill, crop_offset, random_view
 from hemalens.engine.embed.network import EmbeddingNet, EmbeddingSpec, build_embedding_net
 from hemalens.engine.embed.triplet import TripletLoss
 
-torch.set_num_threads(1)
-
 
 # -- network ---------------------------------------------------------------------------
 @pytest.mark.parametrize(

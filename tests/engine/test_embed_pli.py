@@ -12,8 +12,6 @@ import torch
 from hemalens.engine.embed.pli import PLIEdit, PLISession, load_targets, pli_loss
 from hemalens.engine.errors import InputError
 
-torch.set_num_threads(1)
-
 IDS = np.arange(100, 120)  # cell ids that are not row indices
 
 

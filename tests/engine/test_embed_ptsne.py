@@ -18,8 +18,6 @@ from hemalens.engine.embed.ptsne import (
 )
 from hemalens.engine.jobs import CallbackProgress, Cancelled
 
-torch.set_num_threads(1)
-
 
 def _mixture(n_per: int, seed: int, dim: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """Three isotropic Gaussians 8 standard deviations apart."""

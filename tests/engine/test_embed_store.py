@@ -24,8 +24,6 @@ from hemalens.engine.jobs import Cancelled
 from hemalens.engine.project import Project, ProjectWriter, relabel
 from hemalens.engine.workflows.embed import embed_train_project
 
-torch.set_num_threads(1)
-
 CLASSES = ("blast", "lymphocyte", "monocyte")
 
 

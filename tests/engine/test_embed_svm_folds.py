@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from sklearn.datasets import make_blobs
 from sklearn.metrics import f1_score
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
@@ -12,8 +11,6 @@ from sklearn.svm import SVC
 
 from hemalens.engine.embed.folds import region_folds
 from hemalens.engine.embed.svm import fit_svm, gamma_scale, macro_f1
-
-torch.set_num_threads(1)
 
 
 def _blobs(n=240, seed=0):

@@ -18,8 +18,6 @@ from hemalens.engine.embed.training import (
 )
 from hemalens.engine.jobs import Cancelled
 
-torch.set_num_threads(1)
-
 SPEC = EmbeddingSpec("small", dim=32, input_size=32)
 
 

@@ -22,8 +22,6 @@ from hemalens.engine.explain.methods import METHODS, ExplanationResult, explain_
 from hemalens.engine.jobs import CallbackProgress, Cancelled
 from hemalens.engine.models import LeNet5, ModelSpec, build_model
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="module")
 def lenet():

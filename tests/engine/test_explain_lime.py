@@ -22,8 +22,6 @@ from hemalens.engine.explain.methods import explain_cells
 from hemalens.engine.jobs import CallbackProgress, Cancelled
 from hemalens.engine.models import ModelSpec, build_model
 
-torch.set_num_threads(1)
-
 SEED = 3
 TARGET = 1
 

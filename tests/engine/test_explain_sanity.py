@@ -21,8 +21,6 @@ from hemalens.engine.explain.methods import METHODS, explain_cells, methods_for
 from hemalens.engine.models import ModelSpec, build_model
 from hemalens.engine.models.spec import he_init
 
-torch.set_num_threads(1)
-
 PATCH = 48  # patch side; the net sees 32 px, so every map passes through the resize
 FAST = {"lime": {"num_samples": 300}, "occlusion": {"stride": 2}}
 

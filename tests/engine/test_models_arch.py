@@ -19,8 +19,6 @@ from hemalens.engine.models import (
     state_to_arrays,
 )
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="module")
 def alexnet() -> AlexNet:

@@ -26,7 +26,6 @@ from hemalens.engine.models import store as store_mod
 from hemalens.engine.project import Project, ProjectWriter
 from hemalens.engine.train import TrainConfig, TrainResult
 
-torch.set_num_threads(1)
 CLASSES = ["lymphocyte", "monocyte", "neutrophil", "eosinophil"]
 
 

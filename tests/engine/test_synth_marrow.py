@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
@@ -37,8 +36,6 @@ from hemalens.engine.synth.marrow import (
     simulate_marrow,
 )
 from hemalens.engine.synth.marrow_cells import CELL_TYPES, CLASSES, class_counts
-
-torch.set_num_threads(1)
 
 N_SMALL = 60
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from hemalens.engine.errors import ProjectError
 from hemalens.engine.jobs import CallbackProgress, Cancelled
@@ -15,7 +14,6 @@ from hemalens.engine.models import load_model, save_model
 from hemalens.engine.project import Project, ProjectWriter, relabel
 from hemalens.engine.train import TrainConfig, train_classifier, training_data
 
-torch.set_num_threads(1)
 CLASSES = ["lymphocyte", "monocyte", "neutrophil", "eosinophil"]
 
 

@@ -17,7 +17,6 @@ from hemalens.engine.train import (
     train_classifier,
 )
 
-torch.set_num_threads(1)
 FAST = {"epochs": 4, "batch_size": 32, "lr": 3e-3, "device": "cpu"}
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from hemalens.engine.cli import main
 from hemalens.engine.errors import ProjectError
@@ -25,7 +24,6 @@ from hemalens.gui.workers import active_jobs
 
 pytestmark = [pytest.mark.gui, pytest.mark.timeout(60)]
 
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
