@@ -59,50 +59,6 @@ LEGEND = ("<span style='color:#0f45d9'>■</span> blue: for the class &nbsp; "
 # -- engine side: plain functions run in the worker thread -------------------------------
 
 
-def active_model_info(project_path: str | Path) -> dict[str, Any] | None:
-    """Name, ``created`` stamp and class names of the active model, without torch.
-
-    Reads only attributes, so it is cheap enough for the GUI thread. Mirrors the choice of
-    :func:`hemalens.engine.models.store.load_model` (the ``active`` mark, else the newest).
-
-    Parameters
-    ----------
-    project_path : str or Path
-        The project file.
-
-    Returns
-    -------
-    dict or None
-        ``{"name", "created", "class_names"}``, or None when the project has no model.
-
-    Raises
-    ------
-    ProjectError
-        Not a readable project.
-    """
-    import json
-
-    import h5py
-
-    from hemalens.engine.project.store import open_project_h5
-
-    def text(value: Any) -> str:
-        return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-    with open_project_h5(project_path, "r") as f:
-        g = f.get("models")
-        if not isinstance(g, h5py.Group):
-            return None
-        names = [k for k, v in g.items() if isinstance(v, h5py.Group) and "weights" in v]
-        if not names:
-            return None
-        active = g.attrs.get("active")
-        name = text(active) if active is not None and text(active) in names else max(
-            names, key=lambda n: text(g[n].attrs.get("created", "")))
-        attrs = g[name].attrs
-        classes = json.loads(text(attrs.get("class_names_json", "[]")))
-        return {"name": name, "created": text(attrs.get("created", "")),
-                "class_names": [str(c) for c in classes]}
 
 
 @dataclass
@@ -228,6 +184,7 @@ def explain_one(
     from hemalens.engine.explain.render import overlay_rgba
     from hemalens.engine.explain.store import read_explanations
     from hemalens.engine.jobs import checkpoint
+    from hemalens.engine.project.model_index import active_model_info
 
     info = active_model_info(project_path)
     if loaded is None or info is None or (info["name"], info["created"]) != loaded.key:
@@ -401,6 +358,8 @@ class ExplanationView(QWidget):
         path = getattr(project, "path", None)
         if path is not None:
             try:
+                from hemalens.engine.project.model_index import active_model_info
+
                 self._info = active_model_info(path)
             except Exception as exc:  # optional section: never block opening a project
                 log.warning("cannot read the models of %s: %s", path, exc)

@@ -37,6 +37,7 @@ from hemalens.engine.errors import ProjectError
 from hemalens.engine.models.spec import Classifier, ModelSpec
 from hemalens.engine.models.weights import model_from_arrays, state_to_arrays
 from hemalens.engine.project.atomic import atomic_update
+from hemalens.engine.project.model_index import active_model, model_names
 from hemalens.engine.project.store import (
     Project,
     attr_json,
@@ -81,24 +82,8 @@ def _check_temperature(temperature: float | None) -> float:
     return t
 
 
-def _model_names(f: h5py.File) -> list[str]:
-    g = f.get("models")
-    if not isinstance(g, h5py.Group):
-        return []
-    return [k for k, v in g.items() if isinstance(v, h5py.Group) and "weights" in v]
 
 
-def _active(f: h5py.File) -> str | None:
-    names = _model_names(f)
-    if not names:
-        return None
-    act = f["models"].attrs.get("active")
-    if isinstance(act, bytes):
-        act = act.decode("utf-8")
-    if act in names:
-        return str(act)
-    # no (valid) active mark: the most recently created model
-    return max(names, key=lambda n: str(f["models"][n].attrs.get("created", "")))
 
 
 
@@ -120,7 +105,7 @@ def _read_meta(f: h5py.File, name: str, *, with_split: bool = True) -> dict[str,
         "created": str(a.get("created", "")),
         "hemalens_version": str(a.get("hemalens_version", "")),
         "split_ids": str(a.get("split_ids", "cell_id")),
-        "active": name == _active(f),
+        "active": name == active_model(f),
     }
     if with_split:
         sg = g.get("split")
@@ -136,7 +121,7 @@ def _no_models(path: Path) -> ProjectError:
 
 
 def _require_model(f: h5py.File, path: Path, name: str) -> None:
-    names = _model_names(f)
+    names = model_names(f)
     if not names:
         raise _no_models(path)
     if name not in names:
@@ -288,7 +273,7 @@ def load_model(
     path = project_path(project_path_or_project)
     with open_project_h5(path, "r") as f:
         if name is None:
-            name = _active(f)
+            name = active_model(f)
             if name is None:
                 raise _no_models(path)
         _require_model(f, path, name)
@@ -325,7 +310,7 @@ def list_models(project: str | PathLike[str] | Project) -> list[dict[str, Any]]:
     path = project_path(project)
     rows = []
     with open_project_h5(path, "r") as f:
-        for n in _model_names(f):
+        for n in model_names(f):
             m = _read_meta(f, n, with_split=False)
             rows.append(
                 {
@@ -441,7 +426,7 @@ def delete_model(project_path: str | PathLike[str], name: str) -> None:
     def modify(tmp: Path) -> None:
         with h5py.File(tmp, "r+") as f:
             models = f["models"]
-            was_active = _active(f) == name
+            was_active = active_model(f) == name
             del models[name]
             for group in ("predictions", "explanations"):
                 if group in f and name in f[group]:
@@ -449,7 +434,7 @@ def delete_model(project_path: str | PathLike[str], name: str) -> None:
             if was_active:
                 if "active" in models.attrs:
                     del models.attrs["active"]
-                nxt = _active(f)
+                nxt = active_model(f)
                 if nxt is not None:
                     models.attrs["active"] = nxt
             f["meta"].attrs["modified"] = iso_utc()

@@ -16,6 +16,7 @@ from hemalens.engine.explain.methods import METHODS, explain_cells
 from hemalens.engine.explain.render import overlay_rgba
 from hemalens.engine.explain.store import read_explanations
 from hemalens.engine.models.store import load_model
+from hemalens.engine.project.model_index import active_model_info
 from hemalens.engine.project.store import Project
 from hemalens.engine.review import read_predictions
 from hemalens.gui import explanation_view as ev
@@ -68,7 +69,7 @@ def shown(view, cell: int) -> bool:
 def test_labels_cover_the_engine_methods_and_model_info_matches_load_model(trained):
     assert set(ev.METHOD_LABELS) == set(METHODS)
     _, meta = load_model(trained)
-    assert ev.active_model_info(trained) == {
+    assert active_model_info(trained) == {
         "name": meta["name"], "created": str(meta["created"]),
         "class_names": list(meta["class_names"])}
 

@@ -1,0 +1,85 @@
+"""Which classifiers a project holds and which one is active: HDF5 attributes only.
+
+Torch-free (unlike :mod:`hemalens.engine.models`), so the GUI thread can ask cheaply.
+:mod:`hemalens.engine.models.store` makes the same choice through these functions.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+from typing import Any
+
+import h5py
+
+from hemalens.engine.project.store import attr_json, attr_text, open_project_h5
+
+__all__ = ["active_model", "active_model_info", "model_names"]
+
+
+def model_names(f: h5py.File) -> list[str]:
+    """Return the names of the stored models (groups of ``/models`` with weights).
+
+    Parameters
+    ----------
+    f : h5py.File
+        An open project file.
+
+    Returns
+    -------
+    list of str
+        In HDF5 order; empty when there are none.
+    """
+    g = f.get("models")
+    if not isinstance(g, h5py.Group):
+        return []
+    return [k for k, v in g.items() if isinstance(v, h5py.Group) and "weights" in v]
+
+
+def active_model(f: h5py.File) -> str | None:
+    """Return the active model: the ``/models`` attribute ``active``, else the newest.
+
+    Parameters
+    ----------
+    f : h5py.File
+        An open project file.
+
+    Returns
+    -------
+    str or None
+        Its name, or None when the project has no model.
+    """
+    names = model_names(f)
+    if not names:
+        return None
+    act = attr_text(f["models"].attrs.get("active"))
+    if act in names:
+        return act
+    # no (valid) active mark: the most recently created model (ISO stamps sort as text)
+    return max(names, key=lambda n: attr_text(f["models"][n].attrs.get("created")) or "")
+
+
+def active_model_info(project_path: str | PathLike[str]) -> dict[str, Any] | None:
+    """Name, ``created`` stamp and class names of the active model, without loading it.
+
+    Parameters
+    ----------
+    project_path : str or PathLike
+        The project file.
+
+    Returns
+    -------
+    dict or None
+        ``{"name", "created", "class_names"}``, or None when the project has no model.
+
+    Raises
+    ------
+    ProjectError
+        Not a readable project.
+    """
+    with open_project_h5(project_path, "r") as f:
+        name = active_model(f)
+        if name is None:
+            return None
+        attrs = f["models"][name].attrs
+        return {"name": name, "created": attr_text(attrs.get("created")) or "",
+                "class_names": [str(c) for c in attr_json(attrs, "class_names_json", [])]}
