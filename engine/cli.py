@@ -159,7 +159,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
         def fmt(v: Any) -> str:
             if isinstance(v, dict):
                 return ", ".join(f"{k} {n}" for k, n in v.items()) or "none"
-            return str(v)
+            if isinstance(v, list):
+                return ", ".join(map(str, v)) or "none"
+            return "none" if v is None else str(v)
 
         return "\n".join(f"{k.replace('_', ' ')}: {fmt(v)}" for k, v in i.items())
 

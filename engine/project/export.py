@@ -8,10 +8,12 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 
 from hemalens.engine.project.atomic import atomic_write
-from hemalens.engine.project.store import Project
+from hemalens.engine.project.model_index import active_model, model_names
+from hemalens.engine.project.store import Project, open_project_h5
 
 __all__ = ["CSV_LEAD_COLUMNS", "export_cells_csv", "project_info"]
 
@@ -49,13 +51,16 @@ def project_info(path: str | PathLike[str]) -> dict[str, Any]:
         ({qc reason: n}), ``inputs``,
         ``failed_inputs``, ``classes`` ({name: n cells with that given label}, all
         classes), ``labelled``, ``history_rows``, ``size_bytes``, ``created``, ``modified``,
-        ``hemalens_version``.
+        ``hemalens_version``, ``models`` (names), ``active_model``, ``predictions`` (models
+        with predictions), ``explanations`` ({"model/method": cells cached}),
+        ``embeddings`` (embedding model names).
 
     Raises
     ------
     ProjectError
         Not a readable project.
     """
+    stored = _stored_results(path)
     with Project.open(path) as p:
         c = p.cells
         qc = c["qc_pass"].astype(bool)
@@ -82,6 +87,30 @@ def project_info(path: str | PathLike[str]) -> dict[str, Any]:
             "created": p.created,
             "modified": p.modified,
             "hemalens_version": p.hemalens_version,
+            **stored,
+        }
+
+
+def _stored_results(path: str | PathLike[str]) -> dict[str, Any]:
+    """Summarise what later steps stored: models, predictions, explanations, embeddings."""
+    with open_project_h5(path, "r") as f:
+        def groups(name: str) -> list[str]:
+            g = f.get(name)
+            if not isinstance(g, h5py.Group):
+                return []
+            return [k for k, v in g.items() if isinstance(v, h5py.Group)]
+
+        explanations = {}
+        for model in groups("explanations"):
+            for method, g in f["explanations"][model].items():
+                if isinstance(g, h5py.Group) and "computed" in g:
+                    explanations[f"{model}/{method}"] = int(np.count_nonzero(g["computed"][()]))
+        return {
+            "models": model_names(f),
+            "active_model": active_model(f),
+            "predictions": groups("predictions"),
+            "explanations": explanations,
+            "embeddings": groups("embeddings"),
         }
 
 

@@ -6,6 +6,7 @@ import csv
 import json
 from datetime import datetime
 
+import h5py
 import numpy as np
 import pytest
 
@@ -142,6 +143,22 @@ def test_project_info_counts(project):
         "failed_inputs", "classes", "labelled", "history_rows", "size_bytes", "created",
         "modified",
     }
+    assert info["models"] == [] and info["active_model"] is None
+    assert info["predictions"] == [] and info["explanations"] == {} and info["embeddings"] == []
+
+
+def test_project_info_lists_stored_results(project):
+    path, _ = project
+    with h5py.File(path, "r+") as f:  # what train / predict / explain / embed train store
+        f.create_group("models/m1/weights")
+        f["models/m1"].attrs["created"] = "2026-01-01T00:00:00+00:00"
+        f.create_group("predictions/m1")
+        f.create_dataset("explanations/m1/lime/computed", data=np.array([1, 0, 1], bool))
+        f.create_group("embeddings/e1")
+    info = project_info(path)
+    assert info["models"] == ["m1"] and info["active_model"] == "m1"
+    assert info["predictions"] == ["m1"] and info["embeddings"] == ["e1"]
+    assert info["explanations"] == {"m1/lime": 2}
 
 
 def test_project_info_bad_file(tmp_path):
