@@ -131,6 +131,15 @@ def test_cached_kernel_scorer_equals_rbf_svc(digits):
     assert direct.scores()[0] == pytest.approx(macro_f1(y[f.val], m.predict(X2[f.val])))
 
 
+def test_folds_scored_in_threads_give_the_same_scores(digits):
+    X, y, groups = digits
+    folds = region_folds(y[:600], groups[:600], 3)
+    params = [{"C": 10.0, "gamma": 1.3}] * 3
+    serial = _FoldScorer(X[:600], y[:600], folds, params, n_jobs=1)
+    threads = _FoldScorer(X[:600], y[:600], folds, params, n_jobs=3)
+    np.testing.assert_array_equal(serial.scores(), threads.scores())
+
+
 def test_dry_run_cancels_and_rejects_bad_input(digits):
     X, y, groups = digits
     prog = CallbackProgress()
