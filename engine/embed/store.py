@@ -29,12 +29,16 @@ from typing import Any
 
 import h5py
 import numpy as np
-import torch
 
 from hemalens.engine import __version__
 from hemalens.engine.embed.network import EmbeddingNet, EmbeddingSpec
 from hemalens.engine.errors import ProjectError
-from hemalens.engine.models.weights import state_to_arrays
+from hemalens.engine.models.weights import (
+    load_arrays,
+    read_weights,
+    state_to_arrays,
+    write_weights,
+)
 from hemalens.engine.project.atomic import atomic_update, path_lock
 from hemalens.engine.project.store import (
     Project,
@@ -182,9 +186,7 @@ def save_embedding_model(
                     del root[name]
                 g = root.create_group(name)
                 g.attrs.update(attrs)
-                wg = g.create_group("weights")
-                for key, arr in weights.items():
-                    wg.create_dataset(key, data=arr)
+                write_weights(g, weights)
                 for key, arr in data.items():
                     g.create_dataset(
                         key, data=arr, chunks=True, compression="gzip", compression_opts=1,
@@ -225,12 +227,8 @@ def load_embedding_model(
         try:
             meta = _meta(f, name)
             spec = EmbeddingSpec.from_dict(meta["spec"])
-            state = {
-                k: torch.from_numpy(np.asarray(ds[()]))
-                for k, ds in f["embeddings"][name]["weights"].items()
-            }
-            net = EmbeddingNet(spec)
-            net.load_state_dict(state)
+            net = load_arrays(EmbeddingNet(spec), read_weights(f["embeddings"][name]),
+                              what=f"a {spec.backbone} embedding network")
         except (ValueError, KeyError, TypeError, RuntimeError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ProjectError(path, f"embedding model {name!r} is corrupt: {first}") from err

@@ -35,7 +35,12 @@ import numpy as np
 from hemalens.engine import __version__
 from hemalens.engine.errors import ProjectError
 from hemalens.engine.models.spec import Classifier, ModelSpec
-from hemalens.engine.models.weights import model_from_arrays, state_to_arrays
+from hemalens.engine.models.weights import (
+    model_from_arrays,
+    read_weights,
+    state_to_arrays,
+    write_weights,
+)
 from hemalens.engine.project.atomic import atomic_update
 from hemalens.engine.project.model_index import active_model, model_names
 from hemalens.engine.project.store import (
@@ -231,9 +236,7 @@ def save_model(
                 del models[name]
             g = models.create_group(name)
             g.attrs.update(attrs)
-            wg = g.create_group("weights")
-            for key, arr in weights.items():
-                wg.create_dataset(key, data=arr)
+            write_weights(g, weights)
             sg = g.create_group("split")
             for key, idx in split.items():
                 sg.create_dataset(key, data=idx, dtype=np.int64)
@@ -280,8 +283,7 @@ def load_model(
         try:
             meta = _read_meta(f, name)
             spec = ModelSpec.from_dict(meta["spec"])
-            arrays = {k: ds[()] for k, ds in f["models"][name]["weights"].items()}
-            model = model_from_arrays(spec, arrays)
+            model = model_from_arrays(spec, read_weights(f["models"][name]))
         except (ValueError, KeyError, TypeError) as err:
             raise ProjectError(path, f"model {name!r} is corrupt: {err}") from err
     return model, meta

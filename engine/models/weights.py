@@ -1,15 +1,24 @@
-"""Model weights as plain named arrays (one per ``state_dict`` entry): no pickles anywhere."""
+"""Model weights as plain named arrays (one per ``state_dict`` entry): no pickles anywhere.
+
+In the project file they are a ``weights`` group with one float32 (or integer) dataset per
+``state_dict`` entry; :func:`write_weights` / :func:`read_weights` are the one way to store
+and read them, for classifiers (``/models``) and embedding networks (``/embeddings``) alike.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TypeVar
 
+import h5py
 import numpy as np
 import torch
 
 from hemalens.engine.models.spec import Classifier, ModelSpec
 
-__all__ = ["model_from_arrays", "state_to_arrays"]
+M = TypeVar("M", bound=torch.nn.Module)
+
+__all__ = ["load_arrays", "model_from_arrays", "read_weights", "state_to_arrays", "write_weights"]
 
 
 def state_to_arrays(model: torch.nn.Module) -> dict[str, np.ndarray]:
@@ -57,14 +66,38 @@ def model_from_arrays(spec: ModelSpec, arrays: Mapping[str, np.ndarray]) -> Clas
     """
     from hemalens.engine.models import build_model  # the package imports this module
 
-    model = build_model(spec)
+    return load_arrays(build_model(spec), arrays, what=f"a {spec.arch} model")
+
+
+def load_arrays(module: M, arrays: Mapping[str, np.ndarray], *, what: str = "the model") -> M:
+    """Load named arrays into ``module`` (strictly: every name, every shape).
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        A freshly built module of the right architecture.
+    arrays : mapping of str to numpy.ndarray
+        As returned by :func:`state_to_arrays` or :func:`read_weights`.
+    what : str
+        What the module is, for the error message.
+
+    Returns
+    -------
+    torch.nn.Module
+        ``module`` itself, loaded, in eval mode.
+
+    Raises
+    ------
+    ValueError
+        Missing or unexpected names, or shapes that do not fit.
+    """
+    model = module
     want = model.state_dict()
     missing = sorted(set(want) - set(arrays))
     unexpected = sorted(set(arrays) - set(want))
     if missing or unexpected:
         raise ValueError(
-            f"weights do not fit a {spec.arch} model: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}"
+            f"weights do not fit {what}: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
     state: dict[str, torch.Tensor] = {}
     for name, ref in want.items():
@@ -76,3 +109,45 @@ def model_from_arrays(spec: ModelSpec, arrays: Mapping[str, np.ndarray]) -> Clas
         state[name] = torch.from_numpy(np.ascontiguousarray(a)).to(ref.dtype)
     model.load_state_dict(state, strict=True)
     return model.eval()
+
+
+def write_weights(group: h5py.Group, arrays: Mapping[str, np.ndarray]) -> h5py.Group:
+    """Write named arrays as the ``weights`` subgroup of ``group`` (one dataset each).
+
+    Parameters
+    ----------
+    group : h5py.Group
+        The model's group, e.g. ``/models/<name>``; must not have ``weights`` yet.
+    arrays : mapping of str to numpy.ndarray
+        As returned by :func:`state_to_arrays`.
+
+    Returns
+    -------
+    h5py.Group
+        The new ``weights`` group.
+    """
+    weights = group.create_group("weights")
+    for key, arr in arrays.items():
+        weights.create_dataset(key, data=arr)
+    return weights
+
+
+def read_weights(group: h5py.Group) -> dict[str, np.ndarray]:
+    """Read the named arrays of ``group["weights"]`` (see :func:`write_weights`).
+
+    Parameters
+    ----------
+    group : h5py.Group
+        The model's group.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        ``state_dict`` key -> array.
+
+    Raises
+    ------
+    KeyError
+        ``group`` has no ``weights``.
+    """
+    return {key: ds[()] for key, ds in group["weights"].items()}
