@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -62,7 +61,7 @@ from hemalens.engine.embed.svm import fit_svm, macro_f1
 from hemalens.engine.embed.triplet import MINING, TripletLoss
 from hemalens.engine.jobs import Progress, SubProgress, checkpoint
 from hemalens.engine.models.weights import state_to_arrays
-from hemalens.engine.train.loop import resolve_device
+from hemalens.engine.train.loop import resolve_device, seeded_deterministic
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -529,23 +528,11 @@ def train_fold(
     if pli is not None and cfg.loss == "ali":
         raise ValueError("manual PLI targets are 2-D: use loss 'pali' or 'tml' with them")
     dev = resolve_device(cfg.device)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", torch.cuda.current_device())
     if progress is not None:
         progress.set_status(f"Training {cfg.loss} on {train.size} cells ({dev})")
         progress.set_progress(0, cfg.epochs)
-    prev_det = torch.are_deterministic_algorithms_enabled()
-    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        with warnings.catch_warnings(), torch.random.fork_rng(
-            devices=[dev] if dev.type == "cuda" else []
-        ):
-            warnings.filterwarnings("ignore", message=".*does not have a deterministic.*")
-            torch.manual_seed(cfg.seed)
-            result = _Fold(x_np, y_np, train, val, test, cfg, pli, dev, progress).run()
-    finally:
-        torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
+    with seeded_deterministic(cfg.seed, dev):
+        result = _Fold(x_np, y_np, train, val, test, cfg, pli, dev, progress).run()
     result.seconds = time.perf_counter() - t_start
     return result
 

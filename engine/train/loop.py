@@ -8,8 +8,10 @@ torch RNG is left as it was (``torch.random.fork_rng``).
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -30,7 +32,13 @@ from hemalens.engine.models import (
 from hemalens.engine.train.augment import random_dihedral
 from hemalens.engine.train.splits import check_split, make_split
 
-__all__ = ["TrainConfig", "TrainResult", "resolve_device", "train_classifier"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "resolve_device",
+    "seeded_deterministic",
+    "train_classifier",
+]
 
 _EVAL_BATCH = 256
 
@@ -171,7 +179,8 @@ def resolve_device(device: str = "auto") -> torch.device:
     Returns
     -------
     torch.device
-        The device.
+        The device; a CUDA device always with its index (so the RNG of exactly that device
+        can be forked, see :func:`seeded_deterministic`).
 
     Raises
     ------
@@ -179,16 +188,48 @@ def resolve_device(device: str = "auto") -> torch.device:
         An unknown device string, or CUDA asked for but not available.
     """
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError) as err:
-        raise ValueError(f"unknown device {device!r}") from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but CUDA is not available")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported device {device!r} (use cpu or cuda)")
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, ValueError) as err:
+            raise ValueError(f"unknown device {device!r}") from err
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but CUDA is not available")
+        if dev.type not in ("cpu", "cuda"):
+            raise ValueError(f"unsupported device {device!r} (use cpu or cuda)")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
     return dev
+
+
+@contextlib.contextmanager
+def seeded_deterministic(seed: int, dev: torch.device) -> Iterator[None]:
+    """Run a training deterministically for ``seed`` without touching the caller's state.
+
+    Torch's global RNG (and that of ``dev`` when it is a GPU) is forked and seeded, and
+    deterministic algorithms are switched on (warn-only: some CUDA ops have no such kernel;
+    the warnings are silenced); everything is restored on exit.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of torch's RNG inside the block.
+    dev : torch.device
+        The training device (from :func:`resolve_device`).
+    """
+    prev_det = torch.are_deterministic_algorithms_enabled()
+    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        with warnings.catch_warnings(), torch.random.fork_rng(
+            devices=[dev] if dev.type == "cuda" else []
+        ):
+            warnings.filterwarnings("ignore", message=".*does not have a deterministic.*")
+            torch.manual_seed(seed)
+            yield
+    finally:
+        torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
 
 
 def _check_inputs(images: Any, labels: Any, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -293,24 +334,12 @@ def train_classifier(
     if np.unique(y_np[split["train"]]).size < 2:
         raise ValueError("the training split holds a single class; training needs two")
     dev = resolve_device(config.device)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", torch.cuda.current_device())
     if progress is not None:
         progress.set_status(f"Training {spec.arch} on {split['train'].size} cells ({dev})")
         progress.set_progress(0, config.epochs)
 
-    prev_det = torch.are_deterministic_algorithms_enabled()
-    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)  # some CUDA ops have no such kernel
-    try:
-        with warnings.catch_warnings(), torch.random.fork_rng(
-            devices=[dev] if dev.type == "cuda" else []
-        ):
-            warnings.filterwarnings("ignore", message=".*does not have a deterministic.*")
-            torch.manual_seed(config.seed)
-            result = _fit(x_np, y_np, spec, config, split, dev, progress)
-    finally:
-        torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
+    with seeded_deterministic(config.seed, dev):
+        result = _fit(x_np, y_np, spec, config, split, dev, progress)
     result.seconds = time.perf_counter() - t_start
     return result
 
