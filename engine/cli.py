@@ -55,6 +55,12 @@ class TqdmProgress:
         if self._bar is not None:
             self._bar.close()
 
+    def __enter__(self) -> TqdmProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def _emit(result: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]], str]) -> None:
     if as_json:
@@ -84,11 +90,8 @@ def _cmd_synth_qpi(args: argparse.Namespace) -> int:
         label_noise=args.label_noise,
         donors=args.donors,
     )
-    progress = TqdmProgress(not args.json)
-    try:
+    with TqdmProgress(not args.json) as progress:
         summary = simulate_qpi(args.out_dir, config, progress=progress)
-    finally:
-        progress.close()
     _emit(summary, args.json, lambda s: (
         f"wrote {s['frames']} frames in {s['runs']} runs ({s['objects']} objects) "
         f"to {s['out_dir']} in {s['seconds']:.1f} s"
@@ -128,13 +131,10 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     if args.threshold is not None:
         overrides["threshold_rad"] = args.threshold
     settings = SegmentSettings.from_dict(SegmentSettings().to_dict() | overrides)
-    progress = TqdmProgress(not args.json)
-    try:
+    with TqdmProgress(not args.json) as progress:
         report = segment_inputs(
             specs, args.output, settings, default_label=args.label, progress=progress
         )
-    finally:
-        progress.close()
     for failure in report["failed_inputs"]:
         print(f"hemalens: failed: {failure['error']}", file=sys.stderr)
 
@@ -191,12 +191,9 @@ def _train_config(args: argparse.Namespace) -> Any:
 def _cmd_train(args: argparse.Namespace) -> int:
     from hemalens.engine.workflows.train import train_project
 
-    progress = TqdmProgress(not args.json)
-    try:
+    with TqdmProgress(not args.json) as progress:
         summary = train_project(args.project, _train_config(args), name=args.name,
                                 passes=args.mc, progress=progress)
-    finally:
-        progress.close()
 
     def human(r: dict[str, Any]) -> str:
         test = r["test"].get("table1", {}).get("freq", {})
@@ -212,12 +209,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from hemalens.engine.workflows.predict import predict_project
 
-    progress = TqdmProgress(not args.json)
-    try:
+    with TqdmProgress(not args.json) as progress:
         summary = predict_project(args.project, model_name=args.model, passes=args.mc,
                                   measure=args.measure, progress=progress)
-    finally:
-        progress.close()
     _emit(summary, args.json, lambda r: (
         f"predicted {r['cells']} cells with {r['model']} ({r['passes']} MC passes, "
         f"{r['cells_per_s']:.0f} cells/s): "
@@ -228,12 +222,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from hemalens.engine.workflows.evaluate import evaluate_project
 
-    progress = TqdmProgress(not args.json)
-    try:
+    with TqdmProgress(not args.json) as progress:
         result = evaluate_project(args.project, _train_config(args), runs=args.runs,
                                   passes=args.mc, out_dir=args.out, progress=progress)
-    finally:
-        progress.close()
 
     def human(r: dict[str, Any]) -> str:
         lines = [f"{r['runs']} runs on {r['cells']} cells"]
@@ -250,13 +241,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_review(args: argparse.Namespace) -> int:
     from hemalens.engine.workflows.review import review_project
 
-    progress = TqdmProgress(not args.json)
-    try:
+    with TqdmProgress(not args.json) as progress:
         review = review_project(args.project, model_name=args.model, threshold=args.threshold,
                                 with_ood=not args.no_ood, ood_n=args.ood_n, passes=args.mc,
                                 report_dir=args.report, progress=progress)
-    finally:
-        progress.close()
 
     def human(r: dict[str, Any]) -> str:
         lines = [f"{len(r['queue'])} cells in the mislabel queue (confidence >= {r['threshold']})"]
@@ -274,15 +262,12 @@ def _cmd_review(args: argparse.Namespace) -> int:
 def _cmd_synth_marrow(args: argparse.Namespace) -> int:
     from hemalens.engine.synth.marrow import import_marrow_patches, simulate_marrow
 
-    progress = TqdmProgress(not args.json)
-    try:
+    with TqdmProgress(not args.json) as progress:
         summary = simulate_marrow(args.out_dir, cells=args.cells, seed=args.seed,
                                   size=args.size, fmt=args.format, progress=progress)
         if args.project is not None:
             summary["project"] = import_marrow_patches(args.out_dir, args.project,
                                                        progress=progress)
-    finally:
-        progress.close()
     _emit(summary, args.json, lambda s: (
         f"wrote {s['cells']} crops of {len(s['classes'])} classes to {s['out_dir']} "
         f"in {s['seconds']:.1f} s" + (f"; project {args.project}" if args.project else "")))
@@ -302,8 +287,7 @@ def _cell_selection(text: str) -> str | list[int]:
 def _cmd_explain(args: argparse.Namespace) -> int:
     from hemalens.engine.workflows.explain import explain_meta, explain_project
 
-    progress = TqdmProgress(not args.json)
-    try:
+    with TqdmProgress(not args.json) as progress:
         if args.meta:
             if args.out is None:
                 raise argparse.ArgumentTypeError("--meta needs --out DIR")
@@ -314,8 +298,6 @@ def _cmd_explain(args: argparse.Namespace) -> int:
                                      model_name=args.model, seed=args.seed, force=args.force,
                                      mc_passes=args.mc, target=args.target,
                                      png_dir=args.png, progress=progress)
-    finally:
-        progress.close()
 
     def human(r: dict[str, Any]) -> str:
         if "clusters" in r:
@@ -344,16 +326,13 @@ def _types(text: str) -> tuple[str, ...]:
 def _cmd_embed_train(args: argparse.Namespace) -> int:
     from hemalens.engine.workflows.embed import embed_train_project
 
-    progress = TqdmProgress(not args.json)
-    try:
+    with TqdmProgress(not args.json) as progress:
         result = embed_train_project(
             args.project, loss=args.loss, types=args.types, class_weights=args.class_weights,
             alpha=args.alpha, pli_targets=args.pli_targets, folds=args.folds,
             epochs=args.epochs, backbone=args.backbone, input_size=args.input_size,
             seed=args.seed, name=args.name, device=args.device, patience=args.patience,
             progress=progress)
-    finally:
-        progress.close()
 
     def human(r: dict[str, Any]) -> str:
         lines = [f"fold {f['fold']}: test macro-F1 {f['test_f1']:.3f}" for f in r["folds"]]
@@ -368,13 +347,10 @@ def _cmd_embed_train(args: argparse.Namespace) -> int:
 def _cmd_dry_run(args: argparse.Namespace) -> int:
     from hemalens.engine.workflows.dryrun import dry_run_file
 
-    progress = TqdmProgress(not args.json)
-    try:
+    with TqdmProgress(not args.json) as progress:
         result = dry_run_file(args.embeddings, types=args.types, iterations=args.iterations,
                               grid=args.grid, folds=args.folds, out_dir=args.out,
                               seed=args.seed, progress=progress)
-    finally:
-        progress.close()
 
     def human(r: dict[str, Any]) -> str:
         return "\n".join(
