@@ -42,10 +42,11 @@ from hemalens.engine.models.weights import (
     write_weights,
 )
 from hemalens.engine.project.atomic import atomic_update
-from hemalens.engine.project.model_index import active_model, model_names
+from hemalens.engine.project.model_index import active_model, model_names, require_model
 from hemalens.engine.project.store import (
     Project,
     attr_json,
+    attr_text,
     check_group_name,
     iso_utc,
     open_project_h5,
@@ -107,7 +108,7 @@ def _read_meta(f: h5py.File, name: str, *, with_split: bool = True) -> dict[str,
         "trained_on": attr_json(a, "trained_on_json", {}),
         "train_config": attr_json(a, "train_config_json", None),
         "temperature": None if math.isnan(t) else t,
-        "created": str(a.get("created", "")),
+        "created": attr_text(a.get("created")) or "",
         "hemalens_version": str(a.get("hemalens_version", "")),
         "split_ids": str(a.get("split_ids", "cell_id")),
         "active": name == active_model(f),
@@ -121,16 +122,8 @@ def _read_meta(f: h5py.File, name: str, *, with_split: bool = True) -> dict[str,
     return meta
 
 
-def _no_models(path: Path) -> ProjectError:
-    return ProjectError(path, "has no trained model (train one first, e.g. `hemalens train`)")
 
 
-def _require_model(f: h5py.File, path: Path, name: str) -> None:
-    names = model_names(f)
-    if not names:
-        raise _no_models(path)
-    if name not in names:
-        raise ProjectError(path, f"no model named {name!r}; models: {sorted(names)}")
 
 
 def save_model(
@@ -276,10 +269,8 @@ def load_model(
     path = project_path(project_path_or_project)
     with open_project_h5(path, "r") as f:
         if name is None:
-            name = active_model(f)
-            if name is None:
-                raise _no_models(path)
-        _require_model(f, path, name)
+            name = active_model(f) or ""  # "" only without models: require_model says so
+        require_model(f, path, name)
         try:
             meta = _read_meta(f, name)
             spec = ModelSpec.from_dict(meta["spec"])
@@ -345,7 +336,7 @@ def set_active_model(project_path: str | PathLike[str], name: str) -> None:
     """
     path = Path(project_path)
     with open_project_h5(path, "r") as f:
-        _require_model(f, path, name)
+        require_model(f, path, name)
 
     def modify(tmp: Path) -> None:
         with h5py.File(tmp, "r+") as f:
@@ -388,7 +379,7 @@ def update_model(
     to_json(dict(metrics or {}), "metrics")
     to_json(dict(extra or {}), "extra")
     with open_project_h5(path, "r") as f:
-        _require_model(f, path, name)
+        require_model(f, path, name)
 
     def modify(tmp: Path) -> None:
         with h5py.File(tmp, "r+", libver=_LIBVER) as f:
@@ -423,7 +414,7 @@ def delete_model(project_path: str | PathLike[str], name: str) -> None:
     """
     path = Path(project_path)
     with open_project_h5(path, "r") as f:
-        _require_model(f, path, name)
+        require_model(f, path, name)
 
     def modify(tmp: Path) -> None:
         with h5py.File(tmp, "r+") as f:

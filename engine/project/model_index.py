@@ -7,13 +7,15 @@ Torch-free (unlike :mod:`hemalens.engine.models`), so the GUI thread can ask che
 from __future__ import annotations
 
 from os import PathLike
+from pathlib import Path
 from typing import Any
 
 import h5py
 
+from hemalens.engine.errors import ProjectError
 from hemalens.engine.project.store import attr_json, attr_text, open_project_h5
 
-__all__ = ["active_model", "active_model_info", "model_names"]
+__all__ = ["active_model", "active_model_info", "model_info", "model_names", "require_model"]
 
 
 def model_names(f: h5py.File) -> list[str]:
@@ -58,6 +60,62 @@ def active_model(f: h5py.File) -> str | None:
     return max(names, key=lambda n: attr_text(f["models"][n].attrs.get("created")) or "")
 
 
+def require_model(f: h5py.File, path: str | PathLike[str], name: str) -> None:
+    """Raise unless the project holds a model called ``name``.
+
+    Parameters
+    ----------
+    f : h5py.File
+        The open project.
+    path : str or PathLike
+        Its path, for the message.
+    name : str
+        The model asked for.
+
+    Raises
+    ------
+    ProjectError
+        No model at all (with a hint to train one), or none of that name.
+    """
+    names = model_names(f)
+    if not names:
+        raise ProjectError(path, "has no trained model (train one first, e.g. `hemalens train`)")
+    if name not in names:
+        raise ProjectError(path, f"no model named {name!r}; models: {sorted(names)}")
+
+
+def _info(f: h5py.File, name: str) -> dict[str, Any]:
+    attrs = f["models"][name].attrs
+    return {"name": name, "created": attr_text(attrs.get("created")) or "",
+            "class_names": [str(c) for c in attr_json(attrs, "class_names_json", [])]}
+
+
+def model_info(project_path: str | PathLike[str], name: str | None = None) -> dict[str, Any]:
+    """Name, ``created`` stamp and class names of a model, without loading its weights.
+
+    Parameters
+    ----------
+    project_path : str or PathLike
+        The project file.
+    name : str, optional
+        The model; default the active one.
+
+    Returns
+    -------
+    dict
+        ``{"name", "created", "class_names"}``.
+
+    Raises
+    ------
+    ProjectError
+        Not a readable project, no model, or no model of that name.
+    """
+    with open_project_h5(project_path, "r") as f:
+        chosen = (active_model(f) or "") if name is None else name
+        require_model(f, Path(project_path), chosen)
+        return _info(f, chosen)
+
+
 def active_model_info(project_path: str | PathLike[str]) -> dict[str, Any] | None:
     """Name, ``created`` stamp and class names of the active model, without loading it.
 
@@ -80,6 +138,4 @@ def active_model_info(project_path: str | PathLike[str]) -> dict[str, Any] | Non
         name = active_model(f)
         if name is None:
             return None
-        attrs = f["models"][name].attrs
-        return {"name": name, "created": attr_text(attrs.get("created")) or "",
-                "class_names": [str(c) for c in attr_json(attrs, "class_names_json", [])]}
+        return _info(f, name)

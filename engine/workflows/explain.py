@@ -24,6 +24,7 @@ from hemalens.engine.explain.store import cached_cells, read_explanations, write
 from hemalens.engine.jobs import Progress, SubProgress, checkpoint
 from hemalens.engine.models.store import load_model
 from hemalens.engine.project import Project
+from hemalens.engine.project.model_index import model_info
 from hemalens.engine.review import read_predictions
 
 __all__ = ["explain_meta", "explain_project", "select_cells"]
@@ -264,9 +265,8 @@ def explain_meta(
         No predictions, or fewer than 4 labelled cells.
     """
     t0 = time.perf_counter()
-    model, meta = load_model(project_path, model_name)
-    name, created, classes = meta["name"], str(meta["created"]), list(meta["class_names"])
-    del model
+    info = model_info(project_path, model_name)  # names only: explain_project loads it
+    name, created, classes = info["name"], info["created"], info["class_names"]
     found = read_predictions(project_path, name)
     if found is None:
         raise ProjectError(project_path, "has no predictions: run `hemalens predict` first")
