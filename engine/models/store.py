@@ -94,6 +94,28 @@ def _check_temperature(temperature: float | None) -> float:
 
 
 
+def _check_arrays(arrays: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """Validate the fitted arrays stored beside a model's weights (numeric, plain names)."""
+    out: dict[str, np.ndarray] = {}
+    for key, value in dict(arrays or {}).items():
+        k = check_group_name(key, "array")
+        a = np.asarray(value)
+        if a.dtype.kind not in "biuf":
+            raise ValueError(f"array {k!r} must be numeric, got {a.dtype}")
+        out[k] = a
+    return out
+
+
+def _write_arrays(g: h5py.Group, arrays: Mapping[str, np.ndarray]) -> None:
+    if not arrays:
+        return
+    ag = g.require_group("arrays")
+    for key, a in arrays.items():
+        if key in ag:
+            del ag[key]
+        ag.create_dataset(key, data=a)
+
+
 def _read_meta(f: h5py.File, name: str, *, with_split: bool = True) -> dict[str, Any]:
     g = f["models"][name]
     a = g.attrs
@@ -112,6 +134,8 @@ def _read_meta(f: h5py.File, name: str, *, with_split: bool = True) -> dict[str,
         "hemalens_version": str(a.get("hemalens_version", "")),
         "split_ids": str(a.get("split_ids", "cell_id")),
         "active": name == active_model(f),
+        "arrays": {k: v[()] for k, v in g["arrays"].items() if isinstance(v, h5py.Dataset)}
+        if isinstance(g.get("arrays"), h5py.Group) else {},
     }
     if with_split:
         sg = g.get("split")
@@ -136,6 +160,7 @@ def save_model(
     extra: Mapping[str, Any] | None = None,
     make_active: bool = True,
     cell_ids: np.ndarray | None = None,
+    arrays: Mapping[str, np.ndarray] | None = None,
 ) -> None:
     """Store a trained model in the project, atomically (replaces a model of that name).
 
@@ -161,11 +186,16 @@ def save_model(
         :func:`~hemalens.engine.train.training_data`): ``result.split`` holds row indices,
         and the project stores cell ids. Without it the indices are stored as they are
         and ``split_ids`` says ``"index"``.
+    arrays : dict of str to numpy.ndarray, optional
+        Numeric arrays fitted with the model (e.g. an out-of-distribution detector's class
+        means), stored as datasets ``arrays/<key>`` and returned by :func:`load_model` in
+        ``meta["arrays"]``.
 
     Raises
     ------
     ValueError
-        Bad name, class names, temperature, split, or non-JSON ``extra``; nothing written.
+        Bad name, class names, temperature, split, non-JSON ``extra`` or non-numeric
+        ``arrays``; nothing written.
     ProjectError
         Not a project, or it cannot be replaced; it is left as it was.
     """
@@ -214,6 +244,7 @@ def save_model(
     config = getattr(result, "config", None)
     attrs["train_config_json"] = to_json(None if config is None else config.to_dict(), "config")
     weights = state_to_arrays(result.model)
+    fitted = _check_arrays(arrays)
     with open_project_h5(path, "r") as f:  # a readable project, before any copying
         img = f["patches/images"]
         trained_on = {
@@ -233,6 +264,7 @@ def save_model(
             sg = g.create_group("split")
             for key, idx in split.items():
                 sg.create_dataset(key, data=idx, dtype=np.int64)
+            _write_arrays(g, fitted)
             if make_active or "active" not in models.attrs:  # the first model is active
                 models.attrs["active"] = name
             f["meta"].attrs["modified"] = iso_utc()
@@ -353,8 +385,9 @@ def update_model(
     temperature: float | None = _UNSET,
     metrics: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
+    arrays: Mapping[str, np.ndarray] | None = None,
 ) -> None:
-    """Change a stored model's temperature and merge into its metrics / extra (atomically).
+    """Change a stored model's temperature and merge into its metrics / extra / arrays.
 
     Parameters
     ----------
@@ -366,6 +399,8 @@ def update_model(
         New temperature (None clears it); left as it is when not given.
     metrics, extra : dict, optional
         Keys merged into the stored ``metrics`` / ``extra`` (JSON-serialisable).
+    arrays : dict of str to numpy.ndarray, optional
+        Fitted arrays added or replaced (see :func:`save_model`).
 
     Raises
     ------
@@ -378,11 +413,13 @@ def update_model(
     t = None if temperature is _UNSET else _check_temperature(temperature)
     to_json(dict(metrics or {}), "metrics")
     to_json(dict(extra or {}), "extra")
+    fitted = _check_arrays(arrays)
     with open_project_h5(path, "r") as f:
         require_model(f, path, name)
 
     def modify(tmp: Path) -> None:
         with h5py.File(tmp, "r+", libver=_LIBVER) as f:
+            _write_arrays(f["models"][name], fitted)
             a = f["models"][name].attrs
             if t is not None:
                 a["temperature"] = t

@@ -245,3 +245,16 @@ def test_failure_while_writing_leaves_project_byte_identical(project, monkeypatc
     assert calls["n"] == 2
     assert project.read_bytes() == before
     assert sorted(p.name for p in project.parent.iterdir()) == ["P.h5"]  # no temp file left
+
+
+def test_fitted_arrays_are_stored_with_the_model(project):
+    means = np.arange(12, dtype=np.float64).reshape(3, 4)
+    save_model(project, "m", fake_result(), CLASSES, arrays={"ood_means": means})
+    meta = load_model(project, "m")[1]
+    np.testing.assert_array_equal(meta["arrays"]["ood_means"], means)
+    update_model(project, "m", arrays={"ood_precision": np.eye(4)})
+    arrays = load_model(project, "m")[1]["arrays"]
+    assert set(arrays) == {"ood_means", "ood_precision"}
+    np.testing.assert_array_equal(arrays["ood_precision"], np.eye(4))
+    with pytest.raises(ValueError, match="must be numeric"):
+        update_model(project, "m", arrays={"bad": np.array(["a"])})
