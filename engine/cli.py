@@ -133,7 +133,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     settings = SegmentSettings.from_dict(SegmentSettings().to_dict() | overrides)
     with TqdmProgress(not args.json) as progress:
         report = segment_inputs(
-            specs, args.output, settings, default_label=args.label, progress=progress
+            specs, args.output, settings, default_label=args.label, progress=progress,
+            overwrite=args.force,
         )
     for failure in report["failed_inputs"]:
         print(f"hemalens: failed: {failure['error']}", file=sys.stderr)
@@ -259,6 +260,125 @@ def _cmd_review(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _id_list(text: str) -> list[int]:
+    """Parse ``3,17,40-45`` into cell ids."""
+    out: list[int] = []
+    try:
+        for part in (t.strip() for t in text.split(",")):
+            if not part:
+                continue
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1) if not part.startswith("-") else (part, part)
+                out.extend(range(int(lo), int(hi) + 1))
+            else:
+                out.append(int(part))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--cells takes comma-separated cell ids or ranges (3,17,40-45), got {text!r}"
+        ) from None
+    return out
+
+
+def _cmd_label(args: argparse.Namespace) -> int:
+    from hemalens.engine.review.session import ReviewSession
+
+    actions = [a for a in ("set", "confirm", "exclude", "unsure", "undo", "redo")
+               if getattr(args, a) not in (None, False)]
+    if len(actions) != 1:
+        raise HemaLensError("label: give exactly one of --set CLASS, --confirm, --exclude, "
+                            "--unsure, --undo, --redo")
+    action = actions[0]
+    if action not in ("undo", "redo") and not args.cells:
+        raise HemaLensError(f"label --{action}: give the cells with --cells")
+    with ReviewSession.open(args.project, user=args.user) as session:
+        if action == "set":
+            label = None if args.set == "" else args.set
+            result = session.relabel(args.cells, label, reason=args.reason)
+        elif action == "confirm":
+            result = session.confirm(args.cells, reason=args.reason)
+        elif action == "exclude":
+            result = session.exclude(args.cells, reason=args.reason)
+        elif action == "unsure":
+            result = session.mark_unsure(args.cells, reason=args.reason)
+        elif action == "undo":
+            result = session.undo()
+        else:
+            result = session.redo()
+        user = session.user
+    out = {"op": result.op, "action": result.action, "target": result.target,
+           "changed": int(result.cell_ids.size), "cell_ids": result.cell_ids.tolist(),
+           "skipped": result.skipped, "user": user}
+
+    def human(r: dict[str, Any]) -> str:
+        if r["action"] is None:
+            return f"{r['op']}: nothing to do" + (
+                f" ({r['skipped']} cells changed since by another edit)" if r["skipped"] else "")
+        skipped = f"; {r['skipped']} left as later edits set them" if r["skipped"] else ""
+        return f"{r['op']}: {r['changed']} cells changed (action {r['action']}){skipped}"
+
+    _emit(out, args.json, human)
+    return EXIT_OK
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    from hemalens.engine.project import DECISIONS, Project
+
+    with Project.open(args.project) as project:
+        h = project.annotations.history(args.cell) if project.annotations else {}
+        names = [*project.classes]
+
+    def value(field: str, code: int) -> str:
+        if field == "label":
+            return names[code] if 0 <= code < len(names) else ""
+        return DECISIONS[code] if 0 <= code < len(DECISIONS) else str(code)
+
+    rows = [
+        {"action": int(h["action"][i]), "op": str(h["op"][i]), "cell_id": int(h["cell_id"][i]),
+         "field": str(h["field"][i]),
+         "old": value(str(h["field"][i]), int(h["old"][i])),
+         "new": value(str(h["field"][i]), int(h["new"][i])),
+         "time": str(h["time"][i]), "user": str(h["user"][i]), "reason": str(h["reason"][i])}
+        for i in range(len(h.get("cell_id", [])))
+    ]
+
+    def human(r: dict[str, Any]) -> str:
+        if not r["rows"]:
+            return "no edits"
+        return "\n".join(
+            f"{x['time']}  {x['user']:<12} {x['op']:<8} cell {x['cell_id']:>7} {x['field']:<8} "
+            f"{x['old'] or '-'} -> {x['new'] or '-'}" + (f"  ({x['reason']})" if x["reason"]
+                                                       else "")
+            for x in r["rows"])
+
+    _emit({"rows": rows}, args.json, human)
+    return EXIT_OK
+
+
+def _cmd_signoff(args: argparse.Namespace) -> int:
+    from hemalens.engine.review.session import ReviewSession
+
+    with ReviewSession.open(args.project, user=args.user) as session:
+        if args.reopen:
+            session.reopen(args.sample, reason=args.reason)
+            out: dict[str, Any] = {"sample": args.sample, "signed_off": False,
+                                   "user": session.user, "reopened": True}
+        else:
+            counts = session.sign_off(args.sample, reason=args.reason)
+            out = {"sample": args.sample, "signed_off": True, "user": session.user,
+                   "counts": counts}
+
+    def human(r: dict[str, Any]) -> str:
+        if r.get("reopened"):
+            return f"sample {r['sample']} reopened by {r['user']}"
+        c = r["counts"]
+        pct = ", ".join(f"{k} {v:.1f}%" for k, v in c["percent"].items() if v == v)
+        return (f"sample {r['sample']} signed off by {r['user']}: {c['counted']} cells "
+                f"counted ({pct}); {c['relabelled']} relabelled")
+
+    _emit(out, args.json, human)
+    return EXIT_OK
+
+
 def _cmd_synth_marrow(args: argparse.Namespace) -> int:
     from hemalens.engine.synth.marrow import import_marrow_patches, simulate_marrow
 
@@ -375,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
     p = sub.add_parser("gui", help="open the desktop application")
-    p.add_argument("project", nargs="?", help="project file (.h5) to open")
+    p.add_argument("project", nargs="?", help="project folder (NAME.hemalens) to open")
     p.add_argument("--demo", action="store_true",
                    help="open the demo project (created on first use)")
     p.set_defaults(func=_cmd_gui)
@@ -405,9 +525,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     q.set_defaults(func=_cmd_synth_marrow)
 
-    p = sub.add_parser("segment", help="segment inputs into a new project file")
+    p = sub.add_parser("segment", help="segment inputs into a new project")
     p.add_argument("inputs", nargs="*", help="input files (phase stacks, holograms, RGB crops)")
-    p.add_argument("-o", "--output", required=True, type=Path, help="project file to write")
+    p.add_argument("-o", "--output", required=True, type=Path,
+                   help="project folder to write (NAME.hemalens)")
+    p.add_argument("--force", action="store_true",
+                   help="replace what is at --output even if it is not a project or holds edits")
     p.add_argument("--manifest", type=Path, help="manifest.csv listing inputs and their metadata")
     p.add_argument("--modality", default="auto",
                    choices=["auto", "phase", "hologram", "qlsi", "rgb"])
@@ -421,7 +544,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=_cmd_segment)
 
-    p = sub.add_parser("info", help="summarise a project file")
+    p = sub.add_parser("label", help="relabel, confirm, exclude or mark cells; undo/redo")
+    p.add_argument("project", type=Path)
+    p.add_argument("--cells", type=_id_list, help="cell ids: 3,17,40-45")
+    p.add_argument("--set", metavar="CLASS", help="give the cells this class ('' removes it)")
+    p.add_argument("--confirm", action="store_true",
+                   help="confirm the label (unlabelled cells take their predicted class)")
+    p.add_argument("--exclude", action="store_true",
+                   help="not classed: leave the cells out of the differential")
+    p.add_argument("--unsure", action="store_true", help="mark the cells unsure")
+    p.add_argument("--undo", action="store_true", help="undo your newest edit")
+    p.add_argument("--redo", action="store_true", help="redo your newest undone edit")
+    p.add_argument("--reason", default="", help="why (recorded in the history)")
+    p.add_argument("--user", help="who (default: the operating-system user)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(func=_cmd_label)
+
+    p = sub.add_parser("history", help="the label and decision history")
+    p.add_argument("project", type=Path)
+    p.add_argument("--cell", type=int, help="only this cell")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(func=_cmd_history)
+
+    p = sub.add_parser("signoff", help="sign a sample off (refused while cells are undecided)")
+    p.add_argument("project", type=Path)
+    p.add_argument("--sample", required=True, help="the sample (run, or file when no run)")
+    p.add_argument("--user", help="who (default: the operating-system user)")
+    p.add_argument("--reopen", action="store_true",
+                   help="reopen a signed-off sample for edits (needs --reason)")
+    p.add_argument("--reason", default="", help="why (recorded)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(func=_cmd_signoff)
+
+    p = sub.add_parser("info", help="summarise a project")
     p.add_argument("project", type=Path)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_info)

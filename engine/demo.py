@@ -50,7 +50,8 @@ def build_demo_project(
         )
         specs = read_manifest(scratch / "manifest.csv")
         report = segment_inputs(
-            specs, path, progress=SubProgress(progress, 0.5, 0.5, "Segmenting cells")
+            specs, path, progress=SubProgress(progress, 0.5, 0.5, "Segmenting cells"),
+            overwrite=True,  # the demo is ours to rebuild, even when it is broken
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

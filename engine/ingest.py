@@ -9,6 +9,7 @@ a cancelled or crashed import leaves any existing file at the destination untouc
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -18,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from hemalens.engine.errors import HemaLensError, InputError
+from hemalens.engine.errors import HemaLensError, InputError, ProjectError
 from hemalens.engine.io import FrameSource, InputSpec, open_source, remove_tilt
 from hemalens.engine.jobs import Progress, checkpoint
 from hemalens.engine.project import ProjectWriter
+from hemalens.engine.project.store import check_replaceable
 from hemalens.engine.segment import (
     FrameCells,
     SegmentSettings,
@@ -93,6 +95,30 @@ def _patch_geometry(kind: str, settings: SegmentSettings) -> tuple[int, ...]:
     return (settings.patch_size_px, settings.patch_size_px)
 
 
+def refuse_input_as_output(inputs: Sequence[str | Path], output: str | Path) -> None:
+    """Refuse an output that is one of the inputs (the same file after resolving links).
+
+    Raises
+    ------
+    ProjectError
+        Naming the output.
+    """
+    out = Path(output)
+    try:
+        out_real = out.resolve(strict=False)
+    except (OSError, RuntimeError):  # a symlink loop: not one of our inputs anyway
+        return
+    for item in inputs:
+        p = Path(item)
+        try:
+            same = p.resolve(strict=False) == out_real or (
+                out.exists() and p.exists() and os.path.samefile(p, out))
+        except (OSError, RuntimeError):
+            continue
+        if same:
+            raise ProjectError(output, "is one of the inputs; choose another output name")
+
+
 def segment_inputs(
     specs: Sequence[InputSpec],
     project_path: str | Path,
@@ -100,6 +126,7 @@ def segment_inputs(
     *,
     default_label: str | None = None,
     progress: Progress | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Segment every input into single-cell patches and write a new project.
 
@@ -108,7 +135,9 @@ def segment_inputs(
     specs : sequence of InputSpec
         The inputs, e.g. from :func:`~hemalens.engine.io.read_manifest`.
     project_path : str or Path
-        Destination ``.h5``; replaced atomically only when the import completes.
+        Destination project folder; put in place only when the import completes. An
+        existing project there is replaced only when it holds no reviewer edits; anything
+        else only with ``overwrite``; an input is never overwritten.
     settings : SegmentSettings, optional
         Segmentation, QC and patch settings (stored in the project).
     default_label : str, optional
@@ -116,6 +145,8 @@ def segment_inputs(
     progress : Progress, optional
         Receives status and per-frame progress; cancellation raises
         :class:`~hemalens.engine.jobs.Cancelled` and writes nothing.
+    overwrite : bool
+        Replace whatever is at ``project_path`` (the user's ``--force``).
 
     Returns
     -------
@@ -126,6 +157,8 @@ def segment_inputs(
     """
     settings = settings or SegmentSettings()
     t0 = time.perf_counter()
+    refuse_input_as_output([s.path for s in specs], project_path)
+    check_replaceable(project_path, overwrite)
     failed: list[dict[str, str]] = []
     rejected: Counter[str] = Counter()
     n_frames = n_objects = n_cells = 0
@@ -177,6 +210,7 @@ def segment_inputs(
                         patch_kind=kind,
                         patch_shape=_patch_geometry(kind, settings),
                         settings=settings.to_dict(),
+                        overwrite=overwrite,
                     )
                     for earlier in pending_failed:
                         writer.add_input(earlier)

@@ -81,7 +81,7 @@ def run(project: str | None = None, demo: bool = False, argv: Sequence[str] | No
     project : str, optional
         Project file to open.
     demo : bool
-        Open the demo project (created in ``AppDataLocation/demo/demo.h5`` on first use).
+        Open the demo project (created in ``AppDataLocation/demo/demo.hemalens`` on first use).
     argv : sequence of str, optional
         Qt command-line arguments.
 

@@ -18,7 +18,7 @@ TITLE = "Building the demo project"
 
 
 def demo_project_path() -> Path:
-    """Where the demo project lives: ``<AppDataLocation>/demo/demo.h5``.
+    """Where the demo project lives: ``<AppDataLocation>/demo/demo.hemalens``.
 
     Returns
     -------
@@ -26,7 +26,7 @@ def demo_project_path() -> Path:
         The path (the file may not exist yet).
     """
     base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)
-    return Path(base) / "demo" / "demo.h5"
+    return Path(base) / "demo" / "demo.hemalens"
 
 
 def load_builder() -> Callable[..., Any]:
@@ -96,7 +96,7 @@ def ensure_demo_project(
         is unavailable, which is reported in a message box).
     """
     target = Path(path) if path is not None else demo_project_path()
-    if not force and target.is_file() and project_opens(target):
+    if not force and target.exists() and project_opens(target):
         on_ready(target)
         return None
     try:

@@ -79,7 +79,8 @@ class MainWindow(QMainWindow):
         """Ask for a project file and open it."""
         start = str(Path(self.project.path).parent) if self.project is not None else ""
         path, _ = QFileDialog.getOpenFileName(
-            self, "Open project", start, "HemaLens projects (*.h5 *.hdf5);;All files (*)"
+            self, "Open project", start,
+            "HemaLens projects (hemalens-project.json cells.h5 *.h5);;All files (*)",
         )
         if path:
             self.open_project(path)
@@ -175,7 +176,7 @@ class MainWindow(QMainWindow):
         if self.demo_job is not None and self.demo_job.is_running:
             return self.demo_job
         path = demo.demo_project_path()
-        if path.is_file() and self.open_project(path, show_errors=False):
+        if path.exists() and self.open_project(path, show_errors=False):
             return None
         self.demo_job = demo.ensure_demo_project(self, self.open_project, path, force=True)
         if self.demo_job is not None:

@@ -1,30 +1,28 @@
-"""Embedding networks and their cell embeddings inside the project file.
+"""Embedding networks and their cell embeddings in the project.
 
-Layout (plain HDF5, readable with h5py alone; no pickles)::
+Each model is one file, ``derived/embeddings/<name>.h5`` (plain HDF5, readable with h5py
+alone; no pickles)::
 
-    /embeddings/<name>/weights/<k>   one dataset per ``state_dict`` entry ``k`` (float32;
-                                     integer buffers such as BatchNorm counters keep theirs)
-    /embeddings/<name>/embedding     float32 (N_cells, dim): every cell of the project, NaN
-                                     rows for cells not embedded (e.g. failed QC)
-    /embeddings/<name>/projection    float32 (N_cells, 2): openTSNE map of the embedded
-                                     cells (NaN rows likewise)
-    /embeddings/<name>/fold          int8 (N_cells,): cross-validation fold that tested the
-                                     cell, -1 for cells not in the training data
-    /embeddings/<name>  attrs  format ("hemalens-embedding"), format_version, spec_json
-                               (:class:`EmbeddingSpec`), config_json, metrics_json,
-                               class_names_json, history_json, created (ISO 8601 UTC),
-                               hemalens_version
+    /weights/<k>     one dataset per ``state_dict`` entry ``k`` (float32; integer buffers
+                     such as BatchNorm counters keep theirs)
+    /embedding       float32 (N_cells, dim): every cell of the project, NaN rows for cells
+                     not embedded (e.g. failed QC)
+    /projection      float32 (N_cells, 2): openTSNE map of the embedded cells (NaN rows
+                     likewise)
+    /fold            int8 (N_cells,): cross-validation fold that tested the cell, -1 for
+                     cells not in the training data
+    attrs  format ("hemalens-embedding"), format_version, spec_json (:class:`EmbeddingSpec`),
+           config_json, metrics_json, class_names_json, history_json, created (ISO 8601
+           UTC), hemalens_version
 
-Every write goes through :func:`~hemalens.engine.project.atomic.atomic_update` under the
-file's :func:`~hemalens.engine.project.atomic.path_lock`: an error or an interruption leaves
-the project as it was. Writing a name that exists replaces that model.
+The file is written whole and renamed into place: an error or an interruption leaves the
+project as it was. Writing a name that exists replaces that model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from os import PathLike
-from pathlib import Path
 from typing import Any
 
 import h5py
@@ -39,14 +37,15 @@ from hemalens.engine.models.weights import (
     state_to_arrays,
     write_weights,
 )
-from hemalens.engine.project.atomic import atomic_update, path_lock
+from hemalens.engine.project.bundle import ProjectPaths
+from hemalens.engine.project.derived import item_names, read_item, write_item
 from hemalens.engine.project.store import (
     Project,
     attr_json,
     check_group_name,
     iso_utc,
-    open_project_h5,
-    project_path,
+    locate_project,
+    open_cells_h5,
     to_json,
 )
 
@@ -61,35 +60,32 @@ __all__ = [
 
 EMBEDDING_FORMAT = "hemalens-embedding"
 EMBEDDING_FORMAT_VERSION = 1
-_LIBVER = ("v110", "v110")  # as ProjectWriter: attributes may be large (history JSON)
 
 
 
 
 
 
-def _names(f: h5py.File) -> list[str]:
-    g = f.get("embeddings")
-    if not isinstance(g, h5py.Group):
-        return []
-    return [k for k, v in g.items() if isinstance(v, h5py.Group) and "weights" in v]
+def _created(paths: ProjectPaths, name: str) -> str:
+    with read_item(paths, "embeddings", name) as g:
+        return str(g.attrs.get("created", "")) if g is not None else ""
 
 
-
-
-def _resolve(f: h5py.File, path: Path, name: str | None) -> str:
-    names = _names(f)
+def _resolve(paths: ProjectPaths, name: str | None) -> str:
+    names = item_names(paths, "embeddings")
     if not names:
-        raise ProjectError(path, "has no embedding models (run 'hemalens embed train' first)")
+        raise ProjectError(paths.root,
+                           "has no embedding models (run 'hemalens embed train' first)")
     if name is None:  # the newest
-        return max(names, key=lambda n: (str(f["embeddings"][n].attrs.get("created", "")), n))
+        return max(names, key=lambda n: (_created(paths, n), n))
     if name not in names:
-        raise ProjectError(path, f"no embedding model {name!r} (has: {', '.join(sorted(names))})")
+        raise ProjectError(paths.root,
+                           f"no embedding model {name!r} (has: {', '.join(sorted(names))})")
     return name
 
 
-def _meta(f: h5py.File, name: str) -> dict[str, Any]:
-    a = f["embeddings"][name].attrs
+def _meta(g: h5py.File, name: str) -> dict[str, Any]:
+    a = g.attrs
     return {
         "name": name,
         "spec": attr_json(a, "spec_json", {}),
@@ -155,7 +151,7 @@ def save_embedding_model(
     ProjectError
         Not a project, or it cannot be replaced (left as it was).
     """
-    path = Path(project_path)
+    paths = locate_project(project_path)
     name = check_group_name(name, "embedding model")
     dim = int(network.spec.dim)
     attrs = {
@@ -170,31 +166,24 @@ def save_embedding_model(
         "hemalens_version": __version__,
     }
     weights = state_to_arrays(network)
-    with path_lock(path):
-        with open_project_h5(path, "r") as f:
-            n = int(f["cells/cell_id"].shape[0]) if "cells/cell_id" in f else 0
-        data = {
-            "embedding": _per_cell(embedding, n, dim, np.float32, np.nan, "embedding"),
-            "projection": _per_cell(projection, n, 2, np.float32, np.nan, "projection"),
-            "fold": _per_cell(fold, n, None, np.int8, -1, "fold"),
-        }
+    with open_cells_h5(paths.root) as f:
+        n = int(f["cells/cell_id"].shape[0]) if "cells/cell_id" in f else 0
+    data = {
+        "embedding": _per_cell(embedding, n, dim, np.float32, np.nan, "embedding"),
+        "projection": _per_cell(projection, n, 2, np.float32, np.nan, "projection"),
+        "fold": _per_cell(fold, n, None, np.int8, -1, "fold"),
+    }
 
-        def modify(tmp: Path) -> None:
-            with h5py.File(tmp, "r+", libver=_LIBVER) as f:
-                root = f.require_group("embeddings")
-                if name in root:
-                    del root[name]
-                g = root.create_group(name)
-                g.attrs.update(attrs)
-                write_weights(g, weights)
-                for key, arr in data.items():
-                    g.create_dataset(
-                        key, data=arr, chunks=True, compression="gzip", compression_opts=1,
-                        shuffle=True,
-                    )
-                f["meta"].attrs["modified"] = iso_utc()
+    def write(g: h5py.File) -> None:
+        g.attrs.update(attrs)
+        write_weights(g, weights)
+        for key, arr in data.items():
+            g.create_dataset(
+                key, data=arr, chunks=True, compression="gzip", compression_opts=1,
+                shuffle=True,
+            )
 
-        atomic_update(path, modify)
+    write_item(paths, "embeddings", name, write)
 
 
 def load_embedding_model(
@@ -221,17 +210,20 @@ def load_embedding_model(
     ProjectError
         Not a project, no embedding models, no such model, or a corrupt one.
     """
-    path = project_path(project)
-    with open_project_h5(path, "r") as f:
-        name = _resolve(f, path, name)
+    paths = locate_project(project)
+    name = _resolve(paths, name)
+    with read_item(paths, "embeddings", name) as g:
+        if g is None:
+            raise ProjectError(paths.root, f"no embedding model {name!r}")
         try:
-            meta = _meta(f, name)
+            meta = _meta(g, name)
             spec = EmbeddingSpec.from_dict(meta["spec"])
-            net = load_arrays(EmbeddingNet(spec), read_weights(f["embeddings"][name]),
+            net = load_arrays(EmbeddingNet(spec), read_weights(g),
                               what=f"a {spec.backbone} embedding network")
-        except (ValueError, KeyError, TypeError, RuntimeError) as err:
+        except (ValueError, KeyError, TypeError, RuntimeError, OSError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ProjectError(path, f"embedding model {name!r} is corrupt: {first}") from err
+            raise ProjectError(paths.root,
+                               f"embedding model {name!r} is corrupt: {first}") from err
     return net.eval(), meta
 
 
@@ -254,11 +246,13 @@ def list_embedding_models(project: str | PathLike[str] | Project) -> list[dict[s
     ProjectError
         Not a readable project.
     """
-    path = project_path(project)
+    paths = locate_project(project)
     rows = []
-    with open_project_h5(path, "r") as f:
-        for n in _names(f):
-            m = _meta(f, n)
+    for n in item_names(paths, "embeddings"):
+        with read_item(paths, "embeddings", n) as g:
+            if g is None:
+                continue
+            m = _meta(g, n)
             rows.append(
                 {
                     "name": n,
@@ -335,10 +329,11 @@ def read_embeddings(
     ProjectError
         Not a project, no such model, or no labelled embedded cell.
     """
-    path = project_path(project)
-    with open_project_h5(path, "r") as f:
-        name = _resolve(f, path, name)
-        ds = f["embeddings"][name].get("embedding")
+    paths = locate_project(project)
+    path = paths.root
+    name = _resolve(paths, name)
+    with read_item(paths, "embeddings", name) as g:
+        ds = g.get("embedding") if g is not None else None
         if not isinstance(ds, h5py.Dataset):
             raise ProjectError(path, f"embedding model {name!r} has no stored embedding")
         emb = np.asarray(ds[()], np.float32)

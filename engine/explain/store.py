@@ -1,40 +1,36 @@
-"""Explanation maps cached in the project file: ``/explanations/<model>/<method>``.
+"""Explanation maps cached in the project: ``derived/explanations/<model>/<method>/``.
 
-Layout (plain HDF5, readable with h5py alone; row = cell_id, ``N`` = cells in the project)::
+Each write adds one segment file, ``seg-<n>.h5`` (plain HDF5, readable with h5py alone)::
 
-    /explanations/<model>/<method>           one cache per model and method
-        attrs  model_created  the model's ``created`` stamp (from its metadata) when the
-                              maps were computed: a different stamp means another model
-                              under the same name, and the cache is stale
-               settings_json  JSON of the settings the maps depend on (e.g. the LIME seed)
-               created        ISO 8601 UTC, first write of this cache
-               modified       ISO 8601 UTC, last write
-               map_shape      (H, W)
-        maps      float16 (N, H, W), one chunk per cell, gzip 1 + shuffle, fill NaN:
-                  the map divided by its cell's ``scale``, so values lie in [-1, 1]
-        scale     float32 (N,)  max |map| of the cell (1 for an all-zero map); the map is
-                  ``maps[i] * scale[i]``. Scaling keeps float16's 11-bit relative
-                  precision for maps of any magnitude: raw gradients of order 1e-6 would
-                  otherwise fall into float16's subnormals or flush to zero.
-        computed  bool (N,)     True where the row holds a map
-        target    int16 (N,)    class the map explains (-1: none)
+    cell_id   int64 (k,)      sorted cells of this segment
+    maps      float16 (k, H, W)  the map divided by its cell's ``scale``: values in [-1, 1]
+    scale     float32 (k,)    max |map| of the cell (1 for an all-zero map); the map is
+                              ``maps[i] * scale[i]``. Scaling keeps float16's 11-bit relative
+                              precision for maps of any magnitude: raw gradients of order
+                              1e-6 would otherwise fall into float16's subnormals.
+    target    int16 (k,)      class the map explains (-1: none)
+    attrs     model_created   the model's ``created`` stamp when the maps were computed (a
+                              different stamp means another model under the same name, and
+                              the cache is stale); settings_json (what the maps depend on,
+                              e.g. the LIME seed); map_shape; created
 
-Unwritten rows cost no space (HDF5 allocates a chunk only when it is written), so a cache
-of a few cells in a large project stays small. Per-cell maps of LIME (piecewise constant
-over superpixels) compress well; noisy gradient maps barely do.
-
-Writing goes through :func:`~hemalens.engine.project.atomic.atomic_update` under
-:func:`~hemalens.engine.project.atomic.path_lock`: the project is copied, the copy edited
-and moved over the original, so a failure leaves it untouched. A write merges into the
-cache (only the given rows change); a cache whose ``model_created``, settings or map size
-differ from the new maps is dropped first. Readers given ``model_created`` (and
-``settings``) treat a stale cache as absent. HDF5 does not give back the space of dropped
-or overwritten maps until the file is repacked (e.g. ``h5repack``).
+A cell's map is in the newest segment that holds it. Writing costs the new maps only
+(append-only, nothing rewritten), so a long "explain all" run can checkpoint every few
+seconds; segments are merged in the background of later writes (LSM-style: four segments
+of one size class become one of the next), so a cache holds at most a few dozen files.
+A write whose model stamp, settings or map size differ from the stored segments replaces
+the cache. Readers given ``model_created`` (and ``settings``) treat a stale cache as
+absent. Segments are written atomically (temporary file + rename) under the project lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
+import os
+import re
+import shutil
 from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
@@ -44,32 +40,39 @@ import h5py
 import numpy as np
 
 from hemalens.engine.errors import ProjectError
-from hemalens.engine.project.atomic import atomic_update, path_lock
+from hemalens.engine.project import bundle
+from hemalens.engine.project.atomic import AtomicFile, fsync_dir
+from hemalens.engine.project.bundle import ProjectPaths, project_lock
+from hemalens.engine.project.derived import LIBVER, h5_error_reason, item_names
 from hemalens.engine.project.store import (
     Project,
     attr_text,
     check_group_name,
     iso_utc,
-    open_project_h5,
+    locate_project,
+    open_cells_h5,
     to_json,
 )
-from hemalens.engine.project.store import project_path as path_of
 
-__all__ = ["cached_cells", "drop_explanations", "read_explanations", "write_explanations"]
+__all__ = [
+    "cached_cells",
+    "cached_counts",
+    "drop_explanations",
+    "read_explanations",
+    "write_explanations",
+    "write_segment",
+]
 
-GROUP = "explanations"
-# One chunk per cell: a cell is read or rewritten without touching its neighbours, and
-# rows never written take no space. gzip level 1 as the patches use (readable anywhere).
+_SEG_RE = re.compile(r"^seg-(\d{6,})\.h5$")
+# gzip level 1 as the patches use (readable anywhere); one chunk per map.
 _MAP_FILTER: dict[str, Any] = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
-_ROW_CHUNK = 16384
+#: Segments of one size class merged together (the LSM fan-in).
+MERGE_FAN_IN = 4
 
 
-
-
-
-
-def _n_cells(f: h5py.File) -> int:
-    return int(f["cells/cell_id"].shape[0])
+def _n_cells(paths: ProjectPaths) -> tuple[int, tuple[int, int]]:
+    with open_cells_h5(paths.root) as f:
+        return int(f["cells/cell_id"].shape[0]), tuple(f["patches/images"].shape[1:3])
 
 
 def _cell_ids(cell_ids: Any, n: int, *, unique: bool) -> np.ndarray:
@@ -87,68 +90,152 @@ def _cell_ids(cell_ids: Any, n: int, *, unique: bool) -> np.ndarray:
     return ids
 
 
-def _runs(sorted_ids: np.ndarray) -> list[tuple[int, int, int]]:
-    """Split increasing ids into contiguous runs ``(first_id, stop_id, offset)``."""
-    if sorted_ids.size == 0:
-        return []
-    breaks = np.flatnonzero(np.diff(sorted_ids) != 1) + 1
-    starts = np.concatenate(([0], breaks))
-    stops = np.concatenate((breaks, [sorted_ids.size]))
-    return [(int(sorted_ids[a]), int(sorted_ids[b - 1]) + 1, int(a))
-            for a, b in zip(starts, stops, strict=True)]
-
-
 def _settings_text(settings: Mapping[str, Any] | None) -> str:
     return to_json(dict(settings or {}), "explanation settings")
 
 
 
 
-def _is_current(g: h5py.Group, model_created: str | None, settings_text: str | None) -> bool:
-    """Whether a stored cache matches the model stamp and settings (None: not checked)."""
-    if model_created is not None and attr_text(g.attrs.get("model_created")) != model_created:
+def _folder(paths: ProjectPaths, model: str, meth: str) -> Path:
+    return (paths.kind_dir("explanations") / bundle.item_filename(model)
+            / bundle.item_filename(meth))
+
+
+def _segments(folder: Path) -> list[tuple[int, Path]]:
+    """Return the segment files of a cache, oldest first."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    segs = []
+    for name in names:
+        m = _SEG_RE.match(name)
+        if m:
+            segs.append((int(m.group(1)), folder / name))
+    return sorted(segs)
+
+
+def _matches(attrs: Mapping[str, Any], model_created: str | None, settings_text: str | None,
+             shape: tuple[int, int] | None = None) -> bool:
+    """Whether a segment was made by this model version, with these settings and size."""
+    if model_created is not None and attr_text(attrs.get("model_created")) != model_created:
         return False
     if settings_text is not None:
         try:
-            stored = json.loads(attr_text(g.attrs.get("settings_json")) or "{}")
+            stored = json.loads(attr_text(attrs.get("settings_json")) or "{}")
         except json.JSONDecodeError:
             return False
-        return stored == json.loads(settings_text)
+        if stored != json.loads(settings_text):
+            return False
+    if shape is not None and tuple(int(v) for v in attrs.get("map_shape", ())) != shape:
+        return False
     return True
 
 
-def _write_rows(g: h5py.Group, ids: np.ndarray, scaled: np.ndarray, scale: np.ndarray,
-                targets: np.ndarray) -> None:
-    """Write the rows of sorted ``ids`` (contiguous runs are written as slices)."""
-    maps_ds, scale_ds, comp_ds, tgt_ds = g["maps"], g["scale"], g["computed"], g["target"]
-    for first, stop, off in _runs(ids):
-        sl = slice(off, off + stop - first)
-        maps_ds[first:stop] = scaled[sl]
-        scale_ds[first:stop] = scale[sl]
-        tgt_ds[first:stop] = targets[sl]
-        comp_ds[first:stop] = True
+def write_segment(folder: Path, seq: int, ids: np.ndarray, scaled: np.ndarray,
+                  scale: np.ndarray, targets: np.ndarray, attrs: Mapping[str, Any]) -> Path:
+    """Write one segment file atomically (``ids`` sorted and distinct).
+
+    Parameters
+    ----------
+    folder : pathlib.Path
+        The cache folder of one model and method.
+    seq : int
+        Segment number (newer segments win).
+    ids, scaled, scale, targets : numpy.ndarray
+        Cell ids, maps / scale (float16), scales, targets.
+    attrs : mapping
+        ``model_created``, ``settings_json``, ``map_shape``, ``created``.
+
+    Returns
+    -------
+    pathlib.Path
+        The segment file.
+    """
+    path = folder / f"seg-{seq:06d}.h5"
+    h, w = scaled.shape[1:]
+    with AtomicFile(path) as af:
+        try:
+            with h5py.File(af.tmp, "w", libver=LIBVER) as f:
+                f.create_dataset("cell_id", data=np.asarray(ids, np.int64))
+                f.create_dataset("maps", data=np.asarray(scaled, np.float16),
+                                 chunks=(1, h, w) if len(ids) else None,
+                                 **(_MAP_FILTER if len(ids) else {}))
+                f.create_dataset("scale", data=np.asarray(scale, np.float32))
+                f.create_dataset("target", data=np.asarray(targets, np.int16))
+                for key, value in attrs.items():
+                    f.attrs[key] = value
+                f.attrs["map_shape"] = np.asarray((h, w), np.int64)
+                f["maps"].attrs["description"] = "float16 map / scale, one row per cell_id"
+                f["scale"].attrs["description"] = "float32 max |map| per cell; map = maps*scale"
+        except OSError as err:
+            raise ProjectError(path, f"cannot save explanations: {h5_error_reason(err)}; the "
+                                     "cache is unchanged") from err
+    return path
 
 
-def _create_cache(parent: h5py.Group, method: str, n: int, shape: tuple[int, int]) -> h5py.Group:
-    g = parent.create_group(method)
-    h, w = shape
-    g.create_dataset("maps", shape=(n, h, w), maxshape=(None, h, w), dtype=np.float16,
-                     chunks=(1, h, w), fillvalue=np.float16(np.nan), **_MAP_FILTER)
-    rows = {"chunks": (max(1, min(n, _ROW_CHUNK)),), "maxshape": (None,), "shape": (n,)}
-    g.create_dataset("scale", dtype=np.float32, fillvalue=np.float32(np.nan), **rows)
-    g.create_dataset("computed", dtype=bool, fillvalue=False, **rows)
-    g.create_dataset("target", dtype=np.int16, fillvalue=np.int16(-1), **rows)
-    g["maps"].attrs["description"] = "float16 map / scale per cell, row = cell_id"
-    g["scale"].attrs["description"] = "float32 max |map| per cell; map = maps * scale"
-    g["computed"].attrs["description"] = "bool, True where the row holds a map"
-    g["target"].attrs["description"] = "int16 class the map explains, -1 = none"
-    g.attrs["created"] = iso_utc()
-    g.attrs["map_shape"] = np.asarray(shape, np.int64)
-    return g
+def _read_segment(path: Path) -> h5py.File | None:
+    try:
+        return h5py.File(path, "r")
+    except FileNotFoundError:
+        return None  # merged away by a writer meanwhile
+    except OSError as err:
+        if not path.exists():
+            return None
+        raise ProjectError(path, f"damaged explanation cache ({err})") from err
+
+
+def _level(rows: int) -> int:
+    return int(math.log(max(rows, 1), MERGE_FAN_IN))
+
+
+def _compact(folder: Path) -> None:
+    """Merge runs of segments of one size class (caller holds the project lock).
+
+    A run of :data:`MERGE_FAN_IN` consecutive segments whose row counts share a size class
+    (``log4(rows)``) becomes one segment named after the newest of them, so "newest wins"
+    still holds and each row is rewritten O(log n) times over the life of the cache.
+    """
+    while True:
+        segs = _segments(folder)
+        levels = []
+        for _, path in segs:
+            f = _read_segment(path)
+            if f is None:
+                return
+            with f:
+                levels.append(_level(int(f["cell_id"].shape[0])))
+        start = None
+        for i in range(len(segs) - MERGE_FAN_IN, -1, -1):  # newest runs first
+            if len(set(levels[i:i + MERGE_FAN_IN])) == 1:
+                start = i
+                break
+        if start is None:
+            return
+        run = segs[start:start + MERGE_FAN_IN]
+        parts: list[tuple[np.ndarray, ...]] = []
+        attrs: dict[str, Any] = {}
+        for _, path in run:  # oldest first
+            f = _read_segment(path)
+            if f is None:
+                return
+            with f:
+                attrs = {k: f.attrs[k] for k in ("model_created", "settings_json", "created")
+                         if k in f.attrs}
+                parts.append((f["cell_id"][()], f["maps"][()], f["scale"][()],
+                              f["target"][()]))
+        ids, maps, scale, tgt = (np.concatenate(c) for c in zip(*parts, strict=True))
+        # the newest row of a cell wins: first occurrence in the reversed order
+        last = ids.size - 1 - np.unique(ids[::-1], return_index=True)[1]
+        write_segment(folder, run[-1][0], ids[last], maps[last], scale[last], tgt[last], attrs)
+        for _, path in run[:-1]:  # their rows are all in the merged (newer) segment now
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        fsync_dir(folder)
 
 
 def write_explanations(
-    project_path: str | PathLike[str],
+    project_path: str | PathLike[str] | Project,
     model_name: str,
     method: str,
     cell_ids: Any,
@@ -158,7 +245,7 @@ def write_explanations(
     model_created: str,
     settings: Mapping[str, Any] | None = None,
 ) -> None:
-    """Store explanation maps of some cells in the project's cache, atomically.
+    """Store explanation maps of some cells in the project's cache.
 
     The rows of ``cell_ids`` are (over)written; other cached rows are kept. When the
     stored cache of this model and method was made by a model with another ``created``
@@ -166,12 +253,12 @@ def write_explanations(
 
     Parameters
     ----------
-    project_path : str or PathLike
-        The project file.
+    project_path : str, PathLike or Project
+        The project.
     model_name : str
-        Name of the model (``/explanations/<model_name>``).
+        Name of the model.
     method : str
-        Explanation method (``/explanations/<model_name>/<method>``).
+        Explanation method.
     cell_ids : array_like of int
         ``(n,)`` distinct cell ids (rows of the project's cells).
     maps : array_like
@@ -190,7 +277,7 @@ def write_explanations(
         maps, targets out of range, an empty ``model_created`` or settings that are not
         JSON serialisable; nothing is written.
     ProjectError
-        The project is not readable or cannot be replaced; it is left as it was.
+        The project is not readable or cannot be written; the cache is left as it was.
     """
     model = check_group_name(model_name, "model")
     meth = check_group_name(method, "method")
@@ -211,60 +298,47 @@ def write_explanations(
     if tg.size and (int(tg.min()) < -1 or int(tg.max()) > np.iinfo(np.int16).max):
         raise ValueError("targets must be -1 (none) or class codes in the int16 range")
 
-    path = Path(project_path)
-    with path_lock(path):
-        with open_project_h5(path, "r") as f:
-            n = _n_cells(f)
-        ids = _cell_ids(cell_ids, n, unique=True)
-        if ids.shape[0] != len(m):
-            raise ValueError(f"{ids.shape[0]} cell_ids for {len(m)} maps")
-        order = np.argsort(ids, kind="stable")
-        ids = ids[order]
-        scale = np.abs(m[order]).reshape(len(m), -1).max(axis=1, initial=0.0)
-        scale[scale == 0] = 1.0
-        scaled = (m[order] / scale[:, None, None]).astype(np.float16)
-        tg16 = tg[order].astype(np.int16)
-        shape = (int(m.shape[1]), int(m.shape[2]))
-
-        def modify(tmp: Path) -> None:
-            with h5py.File(tmp, "r+") as f:
-                parent = f.require_group(GROUP).require_group(model)
-                g = parent.get(meth)
-                if isinstance(g, h5py.Group) and not (
-                    _is_current(g, created, stext)
-                    and tuple(int(v) for v in g.attrs.get("map_shape", ())) == shape
-                    and "maps" in g
-                ):
-                    del parent[meth]  # stale: another model version, settings or size
-                    g = None
-                elif g is not None and not isinstance(g, h5py.Group):
-                    del parent[meth]
-                    g = None
-                if g is None:
-                    g = _create_cache(parent, meth, n, shape)
-                for ds in ("maps", "scale", "computed", "target"):
-                    if g[ds].shape[0] < n:  # the project gained cells since the cache began
-                        g[ds].resize(n, axis=0)
-                _write_rows(g, ids, scaled, scale.astype(np.float32), tg16)
-                g.attrs["model_created"] = created
-                g.attrs["settings_json"] = stext
-                g.attrs["modified"] = iso_utc()
-                f["meta"].attrs["modified"] = iso_utc()
-
-        atomic_update(path, modify)
+    paths = locate_project(project_path)
+    n, _ = _n_cells(paths)
+    ids = _cell_ids(cell_ids, n, unique=True)
+    if ids.shape[0] != len(m):
+        raise ValueError(f"{ids.shape[0]} cell_ids for {len(m)} maps")
+    order = np.argsort(ids, kind="stable")
+    ids = ids[order]
+    scale = np.abs(m[order]).reshape(len(m), -1).max(axis=1, initial=0.0)
+    scale[scale == 0] = 1.0
+    scaled = (m[order] / scale[:, None, None]).astype(np.float16)
+    shape = (int(m.shape[1]), int(m.shape[2]))
+    attrs = {"model_created": created, "settings_json": stext, "created": iso_utc()}
+    folder = _folder(paths, model, meth)
+    with project_lock(paths.root):
+        segs = _segments(folder)
+        if segs:
+            f = _read_segment(segs[-1][1])
+            stale = f is None
+            if f is not None:
+                with f:
+                    stale = not _matches(f.attrs, created, stext, shape)
+            if stale:  # another model version, settings or size: start the cache afresh
+                _drop_folder(folder)
+                segs = []
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ProjectError(folder, f"cannot write: {h5_error_reason(err)}") from err
+        seq = segs[-1][0] + 1 if segs else 1
+        write_segment(folder, seq, ids, scaled, scale.astype(np.float32), tg[order], attrs)
+        _compact(folder)
 
 
-def _cache(f: h5py.File, path: Path, model: str, meth: str) -> h5py.Group | None:
-    g = f.get(f"{GROUP}/{model}/{meth}")
-    if g is None:
-        return None
-    if not isinstance(g, h5py.Group) or any(k not in g for k in ("maps", "computed", "target")):
-        raise ProjectError(path, f"corrupt explanation cache /{GROUP}/{model}/{meth}")
-    rows = {g[k].shape[0] for k in ("maps", "computed", "target")}
-    if len(rows) != 1 or g["maps"].ndim != 3:
-        raise ProjectError(path, f"corrupt explanation cache /{GROUP}/{model}/{meth}: "
-                           "datasets of different lengths")
-    return g
+def _drop_folder(folder: Path) -> None:
+    """Remove a cache folder with one rename first (readers see all of it or none)."""
+    if not folder.is_dir():
+        return
+    aside = folder.with_name(f".hl-{os.getpid()}-{os.urandom(4).hex()}.tmp")
+    os.rename(folder, aside)
+    shutil.rmtree(aside, ignore_errors=True)
+    fsync_dir(folder.parent)
 
 
 def read_explanations(
@@ -281,7 +355,7 @@ def read_explanations(
     Parameters
     ----------
     project_path : str, PathLike or Project
-        The project (an open :class:`Project` is read from its path).
+        The project.
     model_name, method : str
         Which cache.
     cell_ids : array_like of int, optional
@@ -305,43 +379,52 @@ def read_explanations(
     Raises
     ------
     ProjectError
-        Not a readable project, or a corrupt cache.
+        Not a readable project, or a damaged cache.
     ValueError
         Bad names or ids outside the project.
     """
-    path = path_of(project_path)
+    paths = locate_project(project_path)
     model = check_group_name(model_name, "model")
     meth = check_group_name(method, "method")
     stext = None if settings is None else _settings_text(settings)
-    with open_project_h5(path, "r") as f:
-        n = _n_cells(f)
-        ids = np.arange(n, dtype=np.int64) if cell_ids is None else _cell_ids(cell_ids, n,
-                                                                            unique=False)
-        g = _cache(f, path, model, meth)
-        if g is not None and not _is_current(g, model_created, stext):
-            g = None
-        if g is None:
-            shape = tuple(f["patches/images"].shape[1:3]) if "patches/images" in f else (0, 0)
-            return (np.full((ids.size, *shape), np.nan, np.float32),
-                    np.full(ids.size, -1, np.int64), np.zeros(ids.size, bool))
-        h, w = g["maps"].shape[1:]
-        uniq, inverse = np.unique(ids, return_inverse=True)
-        stored = g["maps"].shape[0]  # shorter than n when cells were added after caching
-        have = uniq[uniq < stored]
-        maps = np.full((uniq.size, h, w), np.nan, np.float32)
-        tgt = np.full(uniq.size, -1, np.int64)
-        comp = np.zeros(uniq.size, bool)
-        has_scale = "scale" in g
-        for first, stop, off in _runs(have):
-            sl = slice(off, off + stop - first)
-            c = g["computed"][first:stop].astype(bool)
-            block = g["maps"][first:stop].astype(np.float32)
-            if has_scale:
-                block *= g["scale"][first:stop].astype(np.float32)[:, None, None]
-            block[~c] = np.nan
-            maps[sl] = block
-            tgt[sl] = np.where(c, g["target"][first:stop], -1)
-            comp[sl] = c
+    n, patch_shape = _n_cells(paths)
+    ids = np.arange(n, dtype=np.int64) if cell_ids is None else _cell_ids(cell_ids, n,
+                                                                        unique=False)
+    uniq, inverse = np.unique(ids, return_inverse=True)
+    maps: np.ndarray | None = None
+    tgt = np.full(uniq.size, -1, np.int64)
+    comp = np.zeros(uniq.size, bool)
+    for _, path in _segments(_folder(paths, model, meth)):
+        f = _read_segment(path)
+        if f is None:
+            continue
+        with f:
+            if not _matches(f.attrs, model_created, stext):
+                continue
+            try:
+                seg_ids = f["cell_id"][()]
+                hw = tuple(f["maps"].shape[1:])
+                if maps is None or maps.shape[1:] != hw:
+                    maps = np.full((uniq.size, *hw), np.nan, np.float32)
+                    tgt[:] = -1
+                    comp[:] = False
+                pos = np.searchsorted(seg_ids, uniq)
+                pos[pos >= seg_ids.size] = 0
+                hit = seg_ids.size > 0
+                found = np.flatnonzero(seg_ids[pos] == uniq) if hit else np.zeros(0, int)
+                if found.size == 0:
+                    continue
+                rows = pos[found]  # increasing: both id lists are sorted
+                ds = f["maps"]
+                block = (ds[()][rows] if rows.size > ds.shape[0] // 4 else ds[rows]).astype(
+                    np.float32) * f["scale"][()][rows][:, None, None]
+                maps[found] = block
+                tgt[found] = f["target"][()][rows]
+                comp[found] = True
+            except (KeyError, ValueError, OSError) as err:
+                raise ProjectError(path, f"damaged explanation cache ({err})") from err
+    if maps is None:
+        maps = np.full((uniq.size, *patch_shape), np.nan, np.float32)
     return maps[inverse], tgt[inverse], comp[inverse]
 
 
@@ -374,30 +457,53 @@ def cached_cells(
     Raises
     ------
     ProjectError
-        Not a readable project, or a corrupt cache.
+        Not a readable project, or a damaged cache.
     """
-    path = path_of(project_path)
+    paths = locate_project(project_path)
     model = check_group_name(model_name, "model")
     meth = check_group_name(method, "method")
     stext = None if settings is None else _settings_text(settings)
-    with open_project_h5(path, "r") as f:
-        g = _cache(f, path, model, meth)
-        if g is None or not _is_current(g, str(model_created), stext):
-            return np.zeros(0, np.int64)
-        return np.flatnonzero(g["computed"][()]).astype(np.int64)
+    return _cached(paths, model, meth, str(model_created), stext)
+
+
+def _cached(paths: ProjectPaths, model: str, meth: str, created: str | None,
+            stext: str | None) -> np.ndarray:
+    parts = []
+    for _, path in _segments(_folder(paths, model, meth)):
+        f = _read_segment(path)
+        if f is None:
+            continue
+        with f:
+            if _matches(f.attrs, created, stext):
+                parts.append(f["cell_id"][()])
+    return np.unique(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
+def cached_counts(project: str | PathLike[str] | Project) -> dict[str, int]:
+    """Return ``{"model/method": cells cached}`` for every cache in the project."""
+    paths = locate_project(project)
+    out: dict[str, int] = {}
+    for model in item_names(paths, "explanations"):
+        mdir = paths.kind_dir("explanations") / bundle.item_filename(model)
+        for entry in sorted(os.listdir(mdir)) if mdir.is_dir() else []:
+            if entry.startswith("."):
+                continue
+            meth = bundle.item_name(entry)
+            out[f"{model}/{meth}"] = int(_cached(paths, model, meth, None, None).size)
+    return out
 
 
 def drop_explanations(
-    project_path: str | PathLike[str],
+    project_path: str | PathLike[str] | Project,
     model_name: str | None = None,
     method: str | None = None,
 ) -> int:
-    """Remove cached explanation maps, atomically.
+    """Remove cached explanation maps.
 
     Parameters
     ----------
-    project_path : str or PathLike
-        The project file.
+    project_path : str, PathLike or Project
+        The project.
     model_name : str, optional
         Only this model's caches; default every model's.
     method : str, optional
@@ -406,43 +512,27 @@ def drop_explanations(
     Returns
     -------
     int
-        Number of (model, method) caches removed; 0 leaves the file as it was.
+        Number of (model, method) caches removed.
 
     Raises
     ------
     ProjectError
-        Not a readable project, or it cannot be replaced.
+        Not a readable project, or it cannot be written.
     """
     model = None if model_name is None else check_group_name(model_name, "model")
     meth = None if method is None else check_group_name(method, "method")
-    path = Path(project_path)
-
-    def targets(f: h5py.File) -> list[str]:
-        root = f.get(GROUP)
-        if not isinstance(root, h5py.Group):
-            return []
-        out = []
-        for mname, mg in root.items():
-            if (model is not None and mname != model) or not isinstance(mg, h5py.Group):
+    paths = locate_project(project_path)
+    removed = 0
+    with project_lock(paths.root):
+        for mname in item_names(paths, "explanations"):
+            if model is not None and mname != model:
                 continue
-            out += [f"{mname}/{k}" for k in mg if meth is None or k == meth]
-        return out
-
-    with path_lock(path):
-        with open_project_h5(path, "r") as f:
-            found = targets(f)
-        if not found:
-            return 0
-
-        def modify(tmp: Path) -> None:
-            with h5py.File(tmp, "r+") as f:
-                root = f[GROUP]
-                for key in targets(f):
-                    del root[key]
-                for mname in list(root):
-                    if isinstance(root[mname], h5py.Group) and len(root[mname]) == 0:
-                        del root[mname]
-                f["meta"].attrs["modified"] = iso_utc()
-
-        atomic_update(path, modify)
-    return len(found)
+            mdir = paths.kind_dir("explanations") / bundle.item_filename(mname)
+            for entry in sorted(os.listdir(mdir)):
+                if entry.startswith(".") or (meth is not None and bundle.item_name(entry) != meth):
+                    continue
+                _drop_folder(mdir / entry)
+                removed += 1
+            with contextlib.suppress(OSError):
+                mdir.rmdir()  # only when empty
+    return removed

@@ -1,23 +1,22 @@
-"""Trained models inside the project file: save, load, list, switch the active one.
+"""Trained models in the project: save, load, list, switch the active one.
 
-Layout (plain HDF5, readable with h5py alone; no pickles)::
+Each model is one file, ``derived/models/<name>.h5`` (plain HDF5, readable with h5py
+alone; no pickles)::
 
-    /models                      attr ``active``: name of the active model
-    /models/<name>/weights/<k>   one float32 dataset per ``state_dict`` entry ``k``
-    /models/<name>/split/{train,val,test}   int64 cell ids (see ``split_ids`` below)
-    /models/<name>  attrs  format ("hemalens-model"), format_version, spec_json
-                           (:class:`ModelSpec`), class_names_json, metrics_json,
-                           history_json (one dict per epoch), extra_json, temperature
-                           (float, NaN until calibrated), created (ISO 8601 UTC),
-                           hemalens_version, split_ids ("cell_id", or "index" when the
-                           saver gave no cell ids), trained_on_json (patch shape and
-                           normalisation of the project's patches), train_config_json
-                           (the :class:`~hemalens.engine.train.TrainConfig`, or null)
+    /weights/<k>                 one float32 dataset per ``state_dict`` entry ``k``
+    /split/{train,val,test}      int64 cell ids (see ``split_ids`` below)
+    /arrays/<k>                  numeric arrays fitted with the model (e.g. an OOD detector)
+    attrs  format ("hemalens-model"), format_version, spec_json (:class:`ModelSpec`),
+           class_names_json, metrics_json, history_json (one dict per epoch), extra_json,
+           temperature (float, NaN until calibrated), created (ISO 8601 UTC),
+           hemalens_version, split_ids ("cell_id", or "index" when the saver gave no cell
+           ids), trained_on_json (patch shape and normalisation of the project's patches),
+           train_config_json (the :class:`~hemalens.engine.train.TrainConfig`, or null)
 
-Every change goes through :func:`~hemalens.engine.project.atomic.atomic_update` (copy,
-modify the copy, replace): an error or an interruption leaves the project as it was.
-HDF5 does not give back the space of a deleted or replaced model; the file keeps that
-size until it is repacked (e.g. ``h5repack``).
+The active model is the annotation store's ``active_model`` setting
+(:mod:`hemalens.engine.project.model_index`). A model file is written whole and renamed
+into place (:func:`~hemalens.engine.project.derived.write_item`): an error or an
+interruption leaves the project as it was, and saving a model never copies the patches.
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ import json
 import math
 from collections.abc import Mapping
 from os import PathLike
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import h5py
@@ -41,16 +39,22 @@ from hemalens.engine.models.weights import (
     state_to_arrays,
     write_weights,
 )
-from hemalens.engine.project.atomic import atomic_update
-from hemalens.engine.project.model_index import active_model, model_names, require_model
+from hemalens.engine.project.bundle import ProjectPaths, project_lock
+from hemalens.engine.project.derived import delete_items, read_item, write_item
+from hemalens.engine.project.model_index import (
+    active_model,
+    model_names,
+    require_model,
+    set_active_setting,
+)
 from hemalens.engine.project.store import (
     Project,
     attr_json,
     attr_text,
     check_group_name,
     iso_utc,
-    open_project_h5,
-    project_path,
+    locate_project,
+    open_cells_h5,
     to_json,
 )
 
@@ -69,7 +73,6 @@ __all__ = [
 MODEL_FORMAT = "hemalens-model"
 MODEL_FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
-_LIBVER = ("v110", "v110")  # as ProjectWriter: new objects may carry large (dense) attributes
 _UNSET: Any = object()
 
 
@@ -116,8 +119,8 @@ def _write_arrays(g: h5py.Group, arrays: Mapping[str, np.ndarray]) -> None:
         ag.create_dataset(key, data=a)
 
 
-def _read_meta(f: h5py.File, name: str, *, with_split: bool = True) -> dict[str, Any]:
-    g = f["models"][name]
+def _read_meta(g: h5py.File, name: str, active: str | None, *,
+               with_split: bool = True) -> dict[str, Any]:
     a = g.attrs
     t = float(a.get("temperature", math.nan))
     meta: dict[str, Any] = {
@@ -133,7 +136,7 @@ def _read_meta(f: h5py.File, name: str, *, with_split: bool = True) -> dict[str,
         "created": attr_text(a.get("created")) or "",
         "hemalens_version": str(a.get("hemalens_version", "")),
         "split_ids": str(a.get("split_ids", "cell_id")),
-        "active": name == active_model(f),
+        "active": name == active,
         "arrays": {k: v[()] for k, v in g["arrays"].items() if isinstance(v, h5py.Dataset)}
         if isinstance(g.get("arrays"), h5py.Group) else {},
     }
@@ -199,7 +202,7 @@ def save_model(
     ProjectError
         Not a project, or it cannot be replaced; it is left as it was.
     """
-    path = Path(project_path)
+    paths = locate_project(project_path)
     name = check_group_name(name, "model")
     spec: ModelSpec = result.spec
     classes = [str(c) for c in class_names]
@@ -245,7 +248,7 @@ def save_model(
     attrs["train_config_json"] = to_json(None if config is None else config.to_dict(), "config")
     weights = state_to_arrays(result.model)
     fitted = _check_arrays(arrays)
-    with open_project_h5(path, "r") as f:  # a readable project, before any copying
+    with open_cells_h5(paths.root) as f:
         img = f["patches/images"]
         trained_on = {
             "patch_shape": list(img.shape[1:]),
@@ -253,23 +256,34 @@ def save_model(
         }
     attrs["trained_on_json"] = to_json(trained_on, "trained_on")
 
-    def modify(tmp: Path) -> None:
-        with h5py.File(tmp, "r+", libver=_LIBVER) as f:
-            models = f.require_group("models")
-            if name in models:
-                del models[name]
-            g = models.create_group(name)
-            g.attrs.update(attrs)
-            write_weights(g, weights)
-            sg = g.create_group("split")
-            for key, idx in split.items():
-                sg.create_dataset(key, data=idx, dtype=np.int64)
-            _write_arrays(g, fitted)
-            if make_active or "active" not in models.attrs:  # the first model is active
-                models.attrs["active"] = name
-            f["meta"].attrs["modified"] = iso_utc()
+    def write(g: h5py.File) -> None:
+        g.attrs.update(attrs)
+        write_weights(g, weights)
+        sg = g.create_group("split")
+        for key, idx in split.items():
+            sg.create_dataset(key, data=idx, dtype=np.int64)
+        _write_arrays(g, fitted)
 
-    atomic_update(path, modify)
+    def mark_active(p: ProjectPaths) -> None:
+        # under the project lock, just before the file appears: the first model is active
+        if make_active or not model_names(p):
+            set_active_setting(p, name)
+
+    write_item(paths, "models", name, write, check=mark_active)
+
+
+def _load(paths: ProjectPaths, name: str) -> tuple[Classifier, dict[str, Any]]:
+    active = active_model(paths)
+    with read_item(paths, "models", name) as g:
+        if g is None:
+            raise ProjectError(paths.root, f"no model named {name!r}")
+        try:
+            meta = _read_meta(g, name, active)
+            spec = ModelSpec.from_dict(meta["spec"])
+            model = model_from_arrays(spec, read_weights(g))
+        except (ValueError, KeyError, TypeError, OSError) as err:
+            raise ProjectError(paths.root, f"model {name!r} is corrupt: {err}") from err
+    return model, meta
 
 
 def load_model(
@@ -280,7 +294,7 @@ def load_model(
     Parameters
     ----------
     project_path_or_project : str, PathLike or Project
-        The project (a :class:`Project` is re-opened read-only by its path).
+        The project.
     name : str, optional
         Model name; default the active model (or, without an active mark, the newest).
 
@@ -289,27 +303,20 @@ def load_model(
     (Classifier, dict)
         The model on the CPU in eval mode, and its metadata: ``name``, ``spec`` (dict),
         ``class_names``, ``split`` ({train, val, test}: int64 arrays), ``split_ids``,
-        ``metrics``, ``history``, ``extra``, ``trained_on``, ``train_config``,
-        ``temperature`` (None until calibrated), ``created``, ``hemalens_version``,
-        ``active``.
+        ``metrics``, ``history``, ``extra``, ``arrays``, ``trained_on``,
+        ``train_config``, ``temperature`` (None until calibrated), ``created``,
+        ``hemalens_version``, ``active``.
 
     Raises
     ------
     ProjectError
         Not a project, no models, no model of that name, or a corrupt model.
     """
-    path = project_path(project_path_or_project)
-    with open_project_h5(path, "r") as f:
-        if name is None:
-            name = active_model(f) or ""  # "" only without models: require_model says so
-        require_model(f, path, name)
-        try:
-            meta = _read_meta(f, name)
-            spec = ModelSpec.from_dict(meta["spec"])
-            model = model_from_arrays(spec, read_weights(f["models"][name]))
-        except (ValueError, KeyError, TypeError) as err:
-            raise ProjectError(path, f"model {name!r} is corrupt: {err}") from err
-    return model, meta
+    paths = locate_project(project_path_or_project)
+    if name is None:
+        name = active_model(paths) or ""  # "" only without models: require_model says so
+    require_model(paths, name)
+    return _load(paths, name)
 
 
 def list_models(project: str | PathLike[str] | Project) -> list[dict[str, Any]]:
@@ -332,54 +339,51 @@ def list_models(project: str | PathLike[str] | Project) -> list[dict[str, Any]]:
     ProjectError
         Not a readable project.
     """
-    path = project_path(project)
+    paths = locate_project(project)
+    active = active_model(paths)
     rows = []
-    with open_project_h5(path, "r") as f:
-        for n in model_names(f):
-            m = _read_meta(f, n, with_split=False)
-            rows.append(
-                {
-                    "name": n,
-                    **{k: m["spec"].get(k) for k in ("arch", "n_classes", "dropout", "input_size")},
-                    "class_names": m["class_names"],
-                    "created": m["created"],
-                    "active": m["active"],
-                    "temperature": m["temperature"],
-                    "metrics": m["metrics"],
-                }
-            )
+    for n in model_names(paths):
+        with read_item(paths, "models", n) as g:
+            if g is None:
+                continue  # deleted meanwhile
+            m = _read_meta(g, n, active, with_split=False)
+        rows.append(
+            {
+                "name": n,
+                **{k: m["spec"].get(k) for k in ("arch", "n_classes", "dropout", "input_size")},
+                "class_names": m["class_names"],
+                "created": m["created"],
+                "active": m["active"],
+                "temperature": m["temperature"],
+                "metrics": m["metrics"],
+            }
+        )
     return sorted(rows, key=lambda r: (r["created"], r["name"]))
 
 
-def set_active_model(project_path: str | PathLike[str], name: str) -> None:
-    """Make ``name`` the project's active model (atomically).
+def set_active_model(project_path: str | PathLike[str] | Project, name: str) -> None:
+    """Make ``name`` the project's active model (one durable setting).
 
     Parameters
     ----------
-    project_path : str or PathLike
-        The project file.
+    project_path : str, PathLike or Project
+        The project.
     name : str
         An existing model.
 
     Raises
     ------
     ProjectError
-        No such model, or the file cannot be replaced.
+        No such model, or the project cannot be written.
     """
-    path = Path(project_path)
-    with open_project_h5(path, "r") as f:
-        require_model(f, path, name)
-
-    def modify(tmp: Path) -> None:
-        with h5py.File(tmp, "r+") as f:
-            f["models"].attrs["active"] = name
-            f["meta"].attrs["modified"] = iso_utc()
-
-    atomic_update(path, modify)
+    paths = locate_project(project_path)
+    with project_lock(paths.root):
+        require_model(paths, name)
+        set_active_setting(paths, name)
 
 
 def update_model(
-    project_path: str | PathLike[str],
+    project_path: str | PathLike[str] | Project,
     name: str,
     *,
     temperature: float | None = _UNSET,
@@ -389,10 +393,12 @@ def update_model(
 ) -> None:
     """Change a stored model's temperature and merge into its metrics / extra / arrays.
 
+    The model's file is rewritten whole (its weights included) and renamed into place.
+
     Parameters
     ----------
-    project_path : str or PathLike
-        The project file.
+    project_path : str, PathLike or Project
+        The project.
     name : str
         An existing model.
     temperature : float or None, optional
@@ -407,66 +413,71 @@ def update_model(
     ValueError
         Bad temperature or non-JSON values; nothing written.
     ProjectError
-        No such model, or the file cannot be replaced.
+        No such model, the model changed meanwhile, or the project cannot be written.
     """
-    path = Path(project_path)
+    paths = locate_project(project_path)
     t = None if temperature is _UNSET else _check_temperature(temperature)
     to_json(dict(metrics or {}), "metrics")
     to_json(dict(extra or {}), "extra")
     fitted = _check_arrays(arrays)
-    with open_project_h5(path, "r") as f:
-        require_model(f, path, name)
+    require_model(paths, name)
+    with read_item(paths, "models", name) as g:
+        if g is None:
+            raise ProjectError(paths.root, f"no model named {name!r}")
+        stamp = attr_text(g.attrs.get("created"))
 
-    def modify(tmp: Path) -> None:
-        with h5py.File(tmp, "r+", libver=_LIBVER) as f:
-            _write_arrays(f["models"][name], fitted)
-            a = f["models"][name].attrs
-            if t is not None:
-                a["temperature"] = t
-            for key, new in (("metrics_json", metrics), ("extra_json", extra)):
-                if new:
-                    a[key] = to_json({**attr_json(a, key, {}), **dict(new)}, key)
-            f["meta"].attrs["modified"] = iso_utc()
+    def write(dst: h5py.File) -> None:
+        with read_item(paths, "models", name) as src:
+            if src is None:
+                raise ProjectError(paths.root, f"model {name!r} was deleted meanwhile")
+            for key, value in src.attrs.items():
+                dst.attrs[key] = value
+            for key in src:
+                src.copy(src[key], dst, name=key)
+        _write_arrays(dst, fitted)
+        a = dst.attrs
+        if t is not None:
+            a["temperature"] = t
+        for key, new in (("metrics_json", metrics), ("extra_json", extra)):
+            if new:
+                a[key] = to_json({**attr_json(a, key, {}), **dict(new)}, key)
 
-    atomic_update(path, modify)
+    def unchanged(p: ProjectPaths) -> None:
+        with read_item(p, "models", name) as g:
+            if g is None or attr_text(g.attrs.get("created")) != stamp:
+                raise ProjectError(p.root, f"model {name!r} was replaced while it was being "
+                                           "updated; the update was not saved")
+
+    write_item(paths, "models", name, write, check=unchanged)
 
 
-def delete_model(project_path: str | PathLike[str], name: str) -> None:
-    """Remove a model (atomically); if it was active, the newest remaining one becomes so.
+def delete_model(project_path: str | PathLike[str] | Project, name: str) -> None:
+    """Remove a model; if it was active, the newest remaining one becomes so.
 
-    Its predictions and cached explanations (``/predictions/<name>``,
-    ``/explanations/<name>``) go with it: they describe a model that no longer exists.
+    Its predictions and cached explanations go with it: they describe a model that no
+    longer exists.
 
     Parameters
     ----------
-    project_path : str or PathLike
-        The project file.
+    project_path : str, PathLike or Project
+        The project.
     name : str
         An existing model.
 
     Raises
     ------
     ProjectError
-        No such model, or the file cannot be replaced.
+        No such model, or the project cannot be written.
     """
-    path = Path(project_path)
-    with open_project_h5(path, "r") as f:
-        require_model(f, path, name)
-
-    def modify(tmp: Path) -> None:
-        with h5py.File(tmp, "r+") as f:
-            models = f["models"]
-            was_active = active_model(f) == name
-            del models[name]
-            for group in ("predictions", "explanations"):
-                if group in f and name in f[group]:
-                    del f[group][name]
-            if was_active:
-                if "active" in models.attrs:
-                    del models.attrs["active"]
-                nxt = active_model(f)
-                if nxt is not None:
-                    models.attrs["active"] = nxt
-            f["meta"].attrs["modified"] = iso_utc()
-
-    atomic_update(path, modify)
+    paths = locate_project(project_path)
+    with project_lock(paths.root):
+        require_model(paths, name)
+        was_active = active_model(paths) == name
+        delete_items(paths, "models", [name])
+        delete_items(paths, "predictions", [name])
+        delete_items(paths, "explanations", [name])
+        if was_active:
+            set_active_setting(paths, None)
+            nxt = active_model(paths)
+            if nxt is not None:
+                set_active_setting(paths, nxt)

@@ -2,16 +2,19 @@
 
 A reader of ``path`` sees either the old file or the complete new one, never a half-written
 file, and a crash or an exception leaves the previous file untouched. Temporary files are
-named ``<name>.tmp-<random>`` in the target's folder (same file system, so ``os.replace``
-is a rename) and are removed on failure.
+named ``.hl-<pid>-<random>.tmp`` in the target's folder: short whatever the target's name
+(a 250-character name still fits the file system's limit), on the same file system (so
+``os.replace`` is a rename), and naming the writer's process so that
+:func:`remove_stale_temps` can tell an abandoned temporary file from one still being written.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import secrets
 import shutil
-import threading
 from collections.abc import Callable
 from os import PathLike
 from pathlib import Path
@@ -21,27 +24,113 @@ from hemalens.engine.errors import ProjectError
 
 T = TypeVar("T")
 
-__all__ = ["AtomicFile", "atomic_update", "atomic_write", "fsync_dir", "fsync_file", "temp_path"]
+__all__ = [
+    "AtomicFile",
+    "atomic_write",
+    "fsync_dir",
+    "fsync_file",
+    "os_error_reason",
+    "remove_stale_temps",
+    "temp_path",
+]
+
+_TEMP_RE = re.compile(r"^\.hl-(\d+)-[0-9a-f]{8}\.(tmp|old|journal)$")
 
 
-def temp_path(path: str | PathLike[str]) -> Path:
-    """Return an unused temporary file name beside ``path`` (not created).
+def os_error_reason(err: OSError) -> str:
+    """Return the one-line reason for a failed write (full disk, read-only, ...).
+
+    Parameters
+    ----------
+    err : OSError
+        The error.
+
+    Returns
+    -------
+    str
+        E.g. ``"no space left on device"``.
+    """
+    if err.errno == errno.ENOSPC or err.errno == errno.EDQUOT:
+        return "no space left on device"
+    if err.errno == errno.EROFS:
+        return "the file system is read-only"
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if err.errno == errno.ENAMETOOLONG:
+        return "file name too long"
+    return (err.strerror or str(err) or type(err).__name__).strip()
+
+
+def temp_path(path: str | PathLike[str], suffix: str = "tmp") -> Path:
+    """Return an unused temporary name in the folder of ``path`` (not created).
 
     Parameters
     ----------
     path : str or PathLike
         The final destination.
+    suffix : str
+        ``tmp`` (default), ``old`` or ``journal``.
 
     Returns
     -------
     pathlib.Path
-        ``<folder>/<name>.tmp-<8 hex digits>``.
+        ``<folder>/.hl-<pid>-<8 hex digits>.<suffix>``.
     """
-    p = Path(path)
+    folder = Path(path).parent
     while True:
-        cand = p.with_name(f"{p.name}.tmp-{secrets.token_hex(4)}")
+        cand = folder / f".hl-{os.getpid()}-{secrets.token_hex(4)}.{suffix}"
         if not cand.exists():
             return cand
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:
+        return True  # cannot tell (e.g. Windows quirks): keep the file
+    return True
+
+
+def remove_stale_temps(folder: str | PathLike[str], *, kinds: tuple[str, ...] = ("tmp",)) -> int:
+    """Delete temporary files and folders left by writers that are gone.
+
+    Parameters
+    ----------
+    folder : str or PathLike
+        Where to look (not recursive).
+    kinds : tuple of str
+        Which suffixes to clean (``tmp``; ``old`` and ``journal`` belong to an
+        interrupted replacement and are handled by the project recovery).
+
+    Returns
+    -------
+    int
+        How many entries were removed.
+    """
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        m = _TEMP_RE.match(entry.name)
+        if m is None or m.group(2) not in kinds or _pid_alive(int(m.group(1))):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed += 1
+        except OSError:
+            pass
+    return removed
 
 
 def fsync_file(path: str | PathLike[str]) -> None:
@@ -89,8 +178,6 @@ class AtomicFile:
     ----------
     path : str or PathLike
         The final destination.
-    copy_existing : bool
-        Start from a copy of the current ``path`` (which must exist) instead of empty.
 
     Raises
     ------
@@ -98,7 +185,7 @@ class AtomicFile:
         The destination is a folder, its folder is missing, or it cannot be written.
     """
 
-    def __init__(self, path: str | PathLike[str], *, copy_existing: bool = False) -> None:
+    def __init__(self, path: str | PathLike[str]) -> None:
         self.path = Path(path)
         if self.path.is_dir():
             raise ProjectError(path, "is a folder, not a file")
@@ -107,15 +194,11 @@ class AtomicFile:
         self.tmp = temp_path(self.path)
         self._done = False
         try:
-            if copy_existing:
-                shutil.copyfile(self.path, self.tmp)
-                shutil.copymode(self.path, self.tmp)
-            else:
-                # Reserve the name; mode 0o666 & umask, like any file the user creates.
-                os.close(os.open(self.tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            # Reserve the name; mode 0o666 & umask, like any file the user creates.
+            os.close(os.open(self.tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
         except OSError as err:
             self._remove_tmp()
-            raise ProjectError(path, f"cannot write beside it: {err.strerror or err}") from err
+            raise ProjectError(path, f"cannot write beside it: {os_error_reason(err)}") from err
 
     def commit(self) -> Path:
         """Flush the temporary file to disk and move it onto ``path``.
@@ -128,8 +211,8 @@ class AtomicFile:
         Raises
         ------
         ProjectError
-            The move failed (e.g. the target is open in another program on Windows); the
-            temporary file is removed and ``path`` is unchanged.
+            The flush or move failed (a full disk, the target open in another program on
+            Windows); the temporary file is removed and ``path`` is unchanged.
         """
         if self._done:
             raise RuntimeError("AtomicFile already committed or discarded")
@@ -139,7 +222,7 @@ class AtomicFile:
         except OSError as err:
             self.discard()
             raise ProjectError(
-                self.path, f"cannot replace the file: {err.strerror or err} (open elsewhere?)"
+                self.path, f"cannot save: {os_error_reason(err)}; the file is unchanged"
             ) from err
         self._done = True
         fsync_dir(self.path.parent)
@@ -153,7 +236,7 @@ class AtomicFile:
     def _remove_tmp(self) -> None:
         try:
             os.unlink(self.tmp)
-        except FileNotFoundError:
+        except OSError:  # gone already, or a read-only folder: nothing more to do
             pass
 
     def __enter__(self) -> AtomicFile:
@@ -185,56 +268,16 @@ def atomic_write(path: str | PathLike[str], write_fn: Callable[[Path], T]) -> T:
     Raises
     ------
     ProjectError
-        The destination cannot be written. Exceptions from ``write_fn`` propagate after the
-        temporary file is removed.
+        The destination cannot be written, or the disk filled up (the temporary file is
+        removed and ``path`` is unchanged). Other exceptions from ``write_fn`` propagate
+        after the temporary file is removed.
     """
     with AtomicFile(path) as af:
-        return write_fn(af.tmp)
-
-
-_LOCKS: dict[Path, threading.RLock] = {}
-_LOCKS_GUARD = threading.Lock()
-
-
-def path_lock(path: str | PathLike[str]) -> threading.RLock:
-    """Return the one re-entrant lock of a file within this process.
-
-    Every read-modify-replace of a file holds it (:func:`atomic_update` does): two threads
-    updating at once would each copy the old file and one change would be lost. Hold it
-    around a read that decides what to write, too.
-    """
-    key = Path(path).resolve()
-    with _LOCKS_GUARD:
-        return _LOCKS.setdefault(key, threading.RLock())
-
-
-def atomic_update(path: str | PathLike[str], modify_fn: Callable[[Path], T]) -> T:
-    """Change ``path`` atomically: copy it beside, ``modify_fn(tmp)`` edits the copy, replace.
-
-    The cost is a full copy of the file per call (about the file size in disk reads and
-    writes, plus one fsync), so callers should batch many small changes into one call.
-
-    Parameters
-    ----------
-    path : str or PathLike
-        An existing file.
-    modify_fn : callable
-        Called with the path of the copy; must leave it closed.
-
-    Returns
-    -------
-    object
-        Whatever ``modify_fn`` returned.
-
-    Raises
-    ------
-    ProjectError
-        ``path`` cannot be copied or replaced. Exceptions from ``modify_fn`` propagate after
-        the copy is removed; ``path`` is untouched.
-    """
-    if not Path(path).is_file():
-        raise ProjectError(path, "no such file")
-    if not os.access(path, os.W_OK):
-        raise ProjectError(path, "file is read-only")
-    with path_lock(path), AtomicFile(path, copy_existing=True) as af:
-        return modify_fn(af.tmp)
+        try:
+            return write_fn(af.tmp)
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+                raise ProjectError(
+                    path, f"cannot save: {os_error_reason(err)}; the file is unchanged"
+                ) from err
+            raise

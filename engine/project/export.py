@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import csv
+import os
 from collections import Counter
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
+from hemalens.engine.project.annotations import DECISIONS
 from hemalens.engine.project.atomic import atomic_write
+from hemalens.engine.project.derived import item_names
 from hemalens.engine.project.model_index import active_model, model_names
-from hemalens.engine.project.store import Project, open_project_h5
+from hemalens.engine.project.store import Project, locate_project
 
 __all__ = ["CSV_LEAD_COLUMNS", "export_cells_csv", "project_info"]
 
@@ -60,8 +62,9 @@ def project_info(path: str | PathLike[str]) -> dict[str, Any]:
     ProjectError
         Not a readable project.
     """
-    stored = _stored_results(path)
-    with Project.open(path) as p:
+    root = locate_project(path).root
+    stored = _stored_results(root)
+    with Project.open(root) as p:
         c = p.cells
         qc = c["qc_pass"].astype(bool)
         rejected = c["qc_reason"][~qc]
@@ -69,8 +72,9 @@ def project_info(path: str | PathLike[str]) -> dict[str, Any]:
         given = c["given_label"]
         counts = np.bincount(given[given >= 0], minlength=len(p.classes))
         status = p.inputs.get("status", np.zeros(0, str))
+        decisions = np.bincount(p.decisions(), minlength=len(DECISIONS))
         return {
-            "project": str(path),
+            "project": str(root),
             "schema_version": p.schema_version,
             "patch_kind": p.patch_kind,
             "patch_shape": list(p.patch_shape),
@@ -83,35 +87,39 @@ def project_info(path: str | PathLike[str]) -> dict[str, Any]:
             "classes": {name: int(n) for name, n in zip(p.classes, counts, strict=True)},
             "labelled": int(np.sum(given >= 0)),
             "history_rows": p.history_rows,
-            "size_bytes": Path(path).stat().st_size,
+            "decisions": {d: int(n) for d, n in zip(DECISIONS, decisions, strict=True)},
+            "signed_off": sorted(p.annotations.signed_samples()) if p.annotations else [],
+            "size_bytes": _folder_size(root),
             "created": p.created,
             "modified": p.modified,
             "hemalens_version": p.hemalens_version,
+            "read_only": p.read_only,
             **stored,
         }
 
 
-def _stored_results(path: str | PathLike[str]) -> dict[str, Any]:
-    """Summarise what later steps stored: models, predictions, explanations, embeddings."""
-    with open_project_h5(path, "r") as f:
-        def groups(name: str) -> list[str]:
-            g = f.get(name)
-            if not isinstance(g, h5py.Group):
-                return []
-            return [k for k, v in g.items() if isinstance(v, h5py.Group)]
+def _folder_size(root: Path) -> int:
+    total = 0
+    for folder, _, files in os.walk(root):
+        for name in files:
+            try:
+                total += (Path(folder) / name).stat().st_size
+            except OSError:
+                pass  # removed meanwhile (a writer's temporary file)
+    return total
 
-        explanations = {}
-        for model in groups("explanations"):
-            for method, g in f["explanations"][model].items():
-                if isinstance(g, h5py.Group) and "computed" in g:
-                    explanations[f"{model}/{method}"] = int(np.count_nonzero(g["computed"][()]))
-        return {
-            "models": model_names(f),
-            "active_model": active_model(f),
-            "predictions": groups("predictions"),
-            "explanations": explanations,
-            "embeddings": groups("embeddings"),
-        }
+
+def _stored_results(root: Path) -> dict[str, Any]:
+    """Summarise what later steps stored: models, predictions, explanations, embeddings."""
+    from hemalens.engine.explain.store import cached_counts  # explain imports project
+
+    return {
+        "models": model_names(root),
+        "active_model": active_model(root),
+        "predictions": item_names(root, "predictions"),
+        "explanations": cached_counts(root),
+        "embeddings": item_names(root, "embeddings"),
+    }
 
 
 def _as_text(values: np.ndarray) -> list[str]:

@@ -1,90 +1,62 @@
 """The one function that changes cell labels, and the audit trail it keeps.
 
-Every label change in HemaLens goes through :func:`relabel`: it sets ``given_label``,
-appends one row per changed cell to ``/labels/history`` and stamps ``/meta`` ``modified``,
-all in one atomic replace of the project file.
-
-Cost: each call copies the whole project file beside it (patches included), edits the
-copy, fsyncs it and renames it over the original, so one call costs roughly
-``file size / disk speed`` however few cells change: measured 0.17 s for a 260 MB project
-(20k phase cells with raw patches) and 4-5 s for 1.3 GB (100k cells), see
-``benchmarks/bench_project.py``.
-Callers should batch: relabel a selection in one call, not one call per cell.
+Every label change in HemaLens goes through :func:`relabel` (the review session calls the
+same annotation-store command): it records the new labels, one history row per changed
+cell (cell, old, new, time, user, reason) and the review decision, in one SQLite
+transaction that is on disk when the call returns. Its cost is the rows it writes,
+whatever the size of the project (``benchmarks/bench_annotations.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+from collections.abc import Iterator
 from datetime import datetime
 from os import PathLike
-from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
-from hemalens.engine.project.atomic import atomic_update, path_lock
-from hemalens.engine.project.store import iso_utc, open_project_h5
+from hemalens.engine.project.annotations import DECISIONS, AnnotationStore
+from hemalens.engine.project.store import Project, locate_project, open_cells_h5
 
-__all__ = ["relabel"]
-
-def _cell_ids(cell_ids: Any) -> np.ndarray:
-    ids = np.asarray(cell_ids).reshape(-1)
-    if ids.size == 0:
-        return np.zeros(0, np.int64)
-    if ids.dtype.kind not in "iu":
-        raise ValueError(f"cell ids must be integers, got {ids.dtype}")
-    return np.unique(ids.astype(np.int64))
+__all__ = ["relabel", "writable_store"]
 
 
-def _classes(f: h5py.File) -> list[str]:
-    return [str(c) for c in f["labels/classes"].asstr()[()]]
+@contextlib.contextmanager
+def writable_store(project: str | PathLike[str] | Project) -> Iterator[AnnotationStore]:
+    """Yield an annotation store that accepts edits (the project's own when it can).
 
+    Parameters
+    ----------
+    project : str, PathLike or Project
+        The project.
 
-def _apply(
-    tmp: Path, ids: np.ndarray, name: str | None, user: str, reason: str, stamp: str
-) -> int:
-    """Edit the copy at ``tmp``: labels, history rows, modified time. Returns rows changed."""
-    with h5py.File(tmp, "r+") as f:
-        code = -1
-        if name is not None:
-            classes = _classes(f)
-            if name in classes:
-                code = classes.index(name)
-            else:  # a new class: append its name; existing codes stay valid
-                ds = f["labels/classes"]
-                code = ds.shape[0]
-                ds.resize((code + 1,))
-                ds[code] = name
-        col = f["cells/given_label"]
-        given = col[()]
-        old = given[ids]
-        changed = old != code
-        ids, old = ids[changed], old[changed]
-        if ids.size == 0:
-            return 0
-        given[ids] = code
-        col[...] = given  # one write of the whole column beats a scattered selection
-        hist = f["labels/history"]
-        k = ids.size
-        new_rows = {
-            "cell_id": ids,
-            "old": old,
-            "new": np.full(k, code, np.int16),
-            "time": np.array([stamp] * k, dtype=object),
-            "user": np.array([user] * k, dtype=object),
-            "reason": np.array([reason] * k, dtype=object),
-        }
-        n0 = hist["cell_id"].shape[0]
-        for key, values in new_rows.items():
-            ds = hist[key]
-            ds.resize((n0 + k,))
-            ds[n0:] = values
-        f["meta"].attrs["modified"] = iso_utc()
-        return int(k)
+    Raises
+    ------
+    ProjectError
+        The project cannot be read, or its folder cannot be written (read-only).
+    """
+    if isinstance(project, Project) and project.annotations is not None and (
+        not project.annotations.read_only
+    ):
+        yield project.annotations
+        return
+    paths = locate_project(project)
+    with open_cells_h5(paths.root) as f:
+        original = np.asarray(f["cells/original_label"][()], np.int16)
+    marker = json.loads(paths.marker.read_text(encoding="utf-8"))
+    store = AnnotationStore.open(paths.annotations, original,
+                                 project_id=marker.get("project_id") or None)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def relabel(
-    path: str | PathLike[str],
+    project: str | PathLike[str] | Project,
     cell_ids: Any,
     new_label: str | None,
     *,
@@ -92,57 +64,45 @@ def relabel(
     reason: str = "",
     when: datetime | None = None,
 ) -> int:
-    """Set the given label of cells, record the change in the history, atomically.
+    """Set the given label of cells, record the change and the decision, durably.
 
     Parameters
     ----------
-    path : str or PathLike
-        The project file.
+    project : str, PathLike or Project
+        The project.
     cell_ids : int or array_like of int
         Cells to relabel (repeats count once).
     new_label : str or None
-        Class name (added to ``/labels/classes`` if new), or None to remove the label.
+        Class name (added to the classes if new), or None to remove the label.
     user : str
         Who made the change (non-empty).
     reason : str
-        Why, free text (e.g. ``"review queue"``, ``"undo"``).
+        Why, free text (e.g. ``"review queue"``).
     when : datetime, optional
         Time recorded in the history (default now; naive times are local).
 
     Returns
     -------
     int
-        Number of cells whose label actually changed (one history row each). When it is
-        0 the file is not rewritten.
+        Number of cells whose label actually changed (one history row each). Cells that
+        already had the label are recorded as confirmed.
 
     Raises
     ------
     ValueError
         Unknown cell ids, non-integer ids, empty user or class name; nothing is written.
     ProjectError
-        The file is not a readable project or cannot be replaced; it is left as it was.
+        Not a readable project, read-only, or the disk is full; nothing is written.
     """
-    path = Path(path)
-    ids = _cell_ids(cell_ids)
     user = str(user).strip()
     if not user:
         raise ValueError("relabel needs the user's name")
-    name = None if new_label is None else str(new_label).strip()
-    if name == "":
+    if new_label is not None and not str(new_label).strip():
         raise ValueError("empty class name (use None to remove a label)")
-    stamp = iso_utc(when)
-    with path_lock(path):
-        with open_project_h5(path, "r") as f:
-            n_cells = f["cells/given_label"].shape[0]
-            classes = _classes(f)
-            given = f["cells/given_label"][()]
-        bad = ids[(ids < 0) | (ids >= n_cells)]
-        if bad.size:
-            raise ValueError(
-                f"unknown cell ids {bad[:5].tolist()}{' ...' if bad.size > 5 else ''} "
-                f"(project has {n_cells} cells)"
-            )
-        code = -1 if name is None else classes.index(name) if name in classes else len(classes)
-        if not np.any(given[ids] != code):
-            return 0
-        return atomic_update(path, lambda tmp: _apply(tmp, ids, name, user, str(reason), stamp))
+    with writable_store(project) as store:
+        kwargs: dict[str, Any] = (
+            {"labels": -1} if new_label is None else {"label_name": str(new_label).strip()}
+        )
+        result = store.apply("relabel", cell_ids, user=user, decision="relabelled",
+                             reason=str(reason), when=when, **kwargs)
+    return int(np.count_nonzero(result.decisions == DECISIONS.index("relabelled")))

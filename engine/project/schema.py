@@ -1,14 +1,23 @@
-"""The project-file schema: the one list of cell-table and input-table columns.
+"""The project schema: the one list of cell-table and input-table columns.
 
-Segmentation produces these columns; the project file stores them as one HDF5
+Segmentation produces these columns; the project's ``cells.h5`` stores them as one HDF5
 dataset per column under ``/cells`` and ``/inputs``; ``hemalens export`` writes them.
 Columns not listed here may be added by later stages (predictions, embeddings) and are
 stored the same way.
+
+``given_label`` is not stored in ``cells.h5``: it is the imported ``original_label`` plus
+the edits in ``annotations.sqlite`` (see :mod:`hemalens.engine.project.annotations`).
+
+Schema versions: 1 was one HDF5 file holding everything (edits rewrote the whole file);
+2 is the project folder of :mod:`hemalens.engine.project.bundle`. Version-1 files are
+migrated when opened (:mod:`hemalens.engine.project.migrate`).
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Columns computed when a project is opened, never stored in cells.h5.
+DERIVED_CELL_COLUMNS = ("given_label",)
 FILE_FORMAT = "hemalens-project"
 
 #: Cell-table columns: name -> (dtype, description). ``cell_id`` is the row index.

@@ -1,24 +1,30 @@
-"""The HDF5 project file: :class:`ProjectWriter` creates one, :class:`Project` reads one.
+"""The project: :class:`ProjectWriter` creates one, :class:`Project` opens one.
 
-Layout (plain HDF5: numbers and UTF-8 strings only, no pickles)::
+A project is a folder (see :mod:`hemalens.engine.project.bundle`). Its imported data is
+``cells.h5``, written once by :class:`ProjectWriter` (plain HDF5: numbers and UTF-8
+strings only, no pickles)::
 
-    /meta            attrs format, schema_version, created, modified, hemalens_version,
-                     patch_kind, settings_json, meta_json; dataset schema_version
+    /meta            attrs format, schema_version, created, hemalens_version, patch_kind,
+                     settings_json, meta_json; dataset schema_version
     /inputs/<col>    one dataset per INPUT_COLUMNS column (strings: variable-length UTF-8)
-    /cells/<col>     one resizable 1-D dataset per cell column (CELL_COLUMNS + extras)
+    /cells/<col>     one resizable 1-D dataset per cell column (CELL_COLUMNS but
+                     given_label, + extras)
     /patches/images  (N, S, S) float32/float16 in [0, 1] (phase) or (N, S, S, 3) uint8 (rgb)
     /patches/raw     (N, S, S) float32 raw phase, rad (phase only, optional)
-    /labels/classes  class names; given_label/original_label are indices into it
-    /labels/history/{cell_id, old, new, time, user, reason}   append-only label changes
-    /predictions, /models, /explanations, /embeddings         empty, for later stages
+    /labels/classes  class names at import; original_label codes index it
 
-Labels are changed only through :func:`hemalens.engine.project.labels.relabel`.
+Labels, decisions and their history are in ``annotations.sqlite``
+(:class:`~hemalens.engine.project.annotations.AnnotationStore`); labels change only
+through :func:`hemalens.engine.project.labels.relabel` or the review session.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import operator
+import os
+import shutil
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from os import PathLike
@@ -30,9 +36,19 @@ import numpy as np
 
 from hemalens.engine import __version__
 from hemalens.engine.errors import ProjectError
-from hemalens.engine.project.atomic import AtomicFile
+from hemalens.engine.project import bundle
+from hemalens.engine.project.annotations import AnnotationStore
+from hemalens.engine.project.atomic import (
+    fsync_dir,
+    fsync_file,
+    os_error_reason,
+    remove_stale_temps,
+    temp_path,
+)
+from hemalens.engine.project.bundle import ProjectPaths
 from hemalens.engine.project.schema import (
     CELL_COLUMNS,
+    DERIVED_CELL_COLUMNS,
     FILE_FORMAT,
     INPUT_COLUMNS,
     SCHEMA_VERSION,
@@ -46,12 +62,13 @@ __all__ = [
     "attr_text",
     "check_group_name",
     "iso_utc",
-    "open_project_h5",
+    "locate_project",
+    "open_cells_h5",
     "project_path",
 ]
 
 PATCH_KINDS = ("phase", "rgb")
-RESERVED_GROUPS = ("predictions", "models", "explanations", "embeddings")
+#: Columns of :meth:`Project.history` (the label history).
 HISTORY_COLUMNS: dict[str, str] = {
     "cell_id": "int64",
     "old": "int16",
@@ -206,17 +223,21 @@ def _read_small(ds: h5py.Dataset) -> np.ndarray:
 
 
 class ProjectWriter:
-    """Create a new project at ``path`` atomically.
+    """Create a new project folder at ``path`` atomically.
 
-    Everything is written to a temporary file in the same folder and moved into place with
-    ``os.replace`` only on successful :meth:`close`; on an exception (or ``Cancelled``)
-    inside a ``with`` block the temporary file is removed and any existing file at ``path``
-    is untouched.
+    Everything is written to a temporary folder beside ``path`` (``.hl-<pid>-<n>.tmp``)
+    and moved into place only on successful :meth:`close`; on an exception (or
+    ``Cancelled``) inside a ``with`` block the temporary folder is removed and anything at
+    ``path`` is untouched.
+
+    An existing project at ``path`` is replaced only when it holds no label edits or
+    decisions, or with ``overwrite=True``; anything else there (a raw image, a CSV, a
+    foreign folder) is never replaced without ``overwrite=True``.
 
     Parameters
     ----------
     path : str or PathLike
-        Destination ``.h5`` file.
+        Destination project folder (``<name>.hemalens`` by convention).
     patch_kind : {"phase", "rgb"}
         Normalised phase patches (float, [0, 1]) or RGB crops (uint8).
     patch_shape : tuple of int
@@ -231,13 +252,15 @@ class ProjectWriter:
         How patches were normalised, stored as attributes of ``/patches/images``.
     image_dtype : {"float32", "float16"}
         Storage type of phase patches (read back as float32 either way).
+    overwrite : bool
+        Replace whatever is at ``path`` (the user's ``--force``).
 
     Raises
     ------
     ValueError
         Bad ``patch_kind``, ``patch_shape``, classes or non-JSON settings.
     ProjectError
-        The destination cannot be written.
+        The destination cannot be written, or holds something that must not be replaced.
     """
 
     def __init__(
@@ -251,6 +274,7 @@ class ProjectWriter:
         meta: dict | None = None,
         normalisation: dict | None = None,
         image_dtype: str = "float16",
+        overwrite: bool = False,
     ) -> None:
         if patch_kind not in PATCH_KINDS:
             raise ValueError(f"patch_kind must be one of {PATCH_KINDS}, got {patch_kind!r}")
@@ -270,10 +294,13 @@ class ProjectWriter:
             self.class_code(name)
 
         self.path = Path(path)
+        self.overwrite = bool(overwrite)
         self.patch_kind = patch_kind
         self.patch_shape = shape
         self._inputs: list[dict[str, Any]] = []
-        self._columns: dict[str, np.dtype] = {k: np.dtype(v[0]) for k, v in CELL_COLUMNS.items()}
+        self._columns: dict[str, np.dtype] = {
+            k: np.dtype(v[0]) for k, v in CELL_COLUMNS.items() if k not in DERIVED_CELL_COLUMNS
+        }
         self._batches: list[tuple[int, dict[str, np.ndarray]]] = []
         self._buf_images: list[np.ndarray] = []
         self._buf_raw: list[np.ndarray] = []
@@ -281,10 +308,20 @@ class ProjectWriter:
         self._written = 0
         self._has_raw: bool | None = None if patch_kind == "phase" else False
         self._closed = False
+        self._created = iso_utc()
 
-        self._atomic = AtomicFile(self.path)
+        check_replaceable(self.path, self.overwrite)
+        if not self.path.parent.is_dir():
+            raise ProjectError(path, f"folder {str(self.path.parent)!r} does not exist")
+        remove_stale_temps(self.path.parent)  # left by writers that were killed
+        self._tmp = temp_path(self.path)
         try:
-            self._h5 = h5py.File(self._atomic.tmp, "w", libver=_LIBVER)
+            self._tmp.mkdir()
+        except OSError as err:
+            raise ProjectError(path, f"cannot write beside it: {os_error_reason(err)}") from err
+        self._paths = ProjectPaths(self._tmp)
+        try:
+            self._h5 = h5py.File(self._paths.cells, "w", libver=_LIBVER)
             self._init_layout(settings_json, meta_json, norm_json, normalisation, image_dtype)
         except BaseException:
             self.discard()
@@ -294,13 +331,12 @@ class ProjectWriter:
     def _init_layout(self, settings_json, meta_json, norm_json, normalisation, image_dtype):
         f = self._h5
         m = f.create_group("meta")
-        now = iso_utc()
+        now = self._created
         m.attrs.update(
             {
                 "format": FILE_FORMAT,
                 "schema_version": SCHEMA_VERSION,
                 "created": now,
-                "modified": now,
                 "hemalens_version": __version__,
                 "patch_kind": self.patch_kind,
                 "settings_json": settings_json,
@@ -311,7 +347,8 @@ class ProjectWriter:
         f.create_group("inputs")
         cells = f.create_group("cells")
         for name, (_, desc) in CELL_COLUMNS.items():
-            _create_column(cells, name, self._columns[name], 0, desc)
+            if name not in DERIVED_CELL_COLUMNS:
+                _create_column(cells, name, self._columns[name], 0, desc)
         patches = f.create_group("patches")
         dt = np.dtype(image_dtype if self.patch_kind == "phase" else "uint8")
         img = patches.create_dataset(
@@ -327,12 +364,7 @@ class ProjectWriter:
         for k, v in (normalisation or {}).items():
             if isinstance(v, (str, int, float, bool, np.generic)):
                 img.attrs[str(k)] = v
-        labels = f.create_group("labels")
-        hist = labels.create_group("history")
-        for name, dtype in HISTORY_COLUMNS.items():
-            _write_small(hist, name, [], dtype)
-        for name in RESERVED_GROUPS:
-            f.create_group(name)
+        f.create_group("labels")
 
     # -- inputs ---------------------------------------------------------------------------
     @staticmethod
@@ -453,6 +485,10 @@ class ProjectWriter:
             want = ", ".join(map(str, self.patch_shape))
             raise ValueError(f"images have shape {images.shape}, expected (n, {want})")
         batch: dict[str, np.ndarray] = {}
+        cells = dict(cells)
+        given = cells.pop("given_label", None)
+        if given is not None:  # the label at import is the original; edits come later
+            cells.setdefault("original_label", given)
         for name, values in cells.items():
             if name == "cell_id":
                 continue
@@ -466,12 +502,11 @@ class ProjectWriter:
                 dtype = np.asarray(values).dtype
             batch[name] = _cast(f"cells[{name!r}]", values, dtype, n)
             self._columns.setdefault(name, dtype)
-        for name in ("given_label", "original_label"):
-            codes = batch.get(name)
-            if codes is not None and codes.size and (
-                codes.min() < -1 or codes.max() >= len(self._classes)
-            ):
-                raise ValueError(f"cells[{name!r}] has codes outside -1..{len(self._classes) - 1}")
+        codes = batch.get("original_label")
+        if codes is not None and codes.size and (
+            codes.min() < -1 or codes.max() >= len(self._classes)
+        ):
+            raise ValueError(f"cells labels have codes outside -1..{len(self._classes) - 1}")
         ids = batch.get("input_id")
         if ids is not None and ids.size and (ids.min() < -1 or ids.max() >= len(self._inputs)):
             raise ValueError("cells['input_id'] refers to inputs not added (call add_input first)")
@@ -567,7 +602,7 @@ class ProjectWriter:
             raise RuntimeError(f"ProjectWriter for {self.path} is closed")
 
     def close(self) -> str:
-        """Write everything and move the file into place.
+        """Write everything and move the project folder into place.
 
         Returns
         -------
@@ -585,24 +620,36 @@ class ProjectWriter:
                 ds = _write_small(f["inputs"], key, [r[key] for r in self._inputs], dtype)
                 ds.attrs["description"] = desc
             _write_small(f["labels"], "classes", self._classes, "str")
-            f["meta"].attrs["modified"] = iso_utc()
             f.close()
+            fsync_file(self._paths.cells)
+            project_id = create_folder_parts(self._paths, self._classes, self.n_cells)
+            write_marker(self._paths, project_id, self._created)
+            with bundle.folder_lock(self.path):
+                bundle.recover(self.path)
+                check_replaceable(self.path, self.overwrite)
+                bundle.install_folder(self._tmp, self.path, replace=True)
+        except OSError as err:
+            self.discard()
+            raise ProjectError(self.path, f"cannot save the project: {os_error_reason(err)}; "
+                                          "nothing was replaced") from err
         except BaseException:
             self.discard()
             raise
         self._closed = True
-        return str(self._atomic.commit())
+        return str(self.path)
 
     def discard(self) -> None:
-        """Abandon the project: close and delete the temporary file; ``path`` is untouched."""
+        """Abandon the project: delete the temporary folder; ``path`` is untouched."""
         self._closed = True
         h5 = getattr(self, "_h5", None)
         if h5 is not None:
             try:
                 h5.close()
-            except Exception:  # noqa: BLE001 - already failing; the temp file goes anyway
+            except Exception:  # noqa: BLE001 - already failing; the temp folder goes anyway
                 pass
-        self._atomic.discard()
+        tmp = getattr(self, "_tmp", None)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def __enter__(self) -> ProjectWriter:
         return self
@@ -614,95 +661,256 @@ class ProjectWriter:
             self.discard()
 
 
-def open_project_h5(path: str | PathLike[str], mode: str = "r") -> h5py.File:
-    """Open a project file with h5py after checking it is a readable HemaLens project.
+README_TEXT = """HemaLens project (schema version {version})
+=============================================
 
-    Parameters
-    ----------
-    path : str or PathLike
-        The project file.
-    mode : {"r", "r+"}
-        h5py mode.
+This folder is one HemaLens project: copy, back up and share the folder as a whole.
+
+  hemalens-project.json  what this folder is (format, schema version, project id)
+  cells.h5               the imported cells, written once: /cells/<column> (one row per
+                         object, row = cell_id), /inputs/<column>, /patches/images,
+                         /patches/raw, /labels/classes (class names; label codes index it)
+  annotations.sqlite     SQLite: every label edit, the label history, review decisions
+                         and sample sign-offs
+  derived/               models, predictions, explanations and embeddings (HDF5), each
+                         file replaced whole when recomputed
+
+The current label of a cell is /cells/original_label in cells.h5 unless the SQLite view
+current_labels lists the cell:
+
+  sqlite3 annotations.sqlite "SELECT cell_id, label FROM current_labels"
+  sqlite3 annotations.sqlite "SELECT * FROM label_history"
+
+or, with HemaLens, `hemalens export PROJECT out.csv` writes every cell with its current
+label (given_label) and its predictions.
+"""
+
+
+def create_folder_parts(paths: ProjectPaths, classes: list[str], n_cells: int) -> str:
+    """Write the parts of a new project folder beside its ``cells.h5`` (not the marker).
+
+    The annotation database (the import's classes, no edits), the derived folders and
+    the README.
 
     Returns
     -------
-    h5py.File
-        The open file.
+    str
+        The new project id (for :func:`write_marker`).
+    """
+    project_id = AnnotationStore.create(paths.annotations, classes, n_cells)
+    for kind in bundle.DERIVED_KINDS:
+        paths.kind_dir(kind).mkdir(parents=True, exist_ok=True)
+    (paths.root / bundle.README_FILE).write_text(
+        README_TEXT.format(version=SCHEMA_VERSION), encoding="utf-8")
+    return project_id
+
+
+def write_marker(paths: ProjectPaths, project_id: str, created: str) -> None:
+    """Write the marker that makes the folder a project, last, and flush the folder."""
+    marker = {"format": FILE_FORMAT, "schema_version": SCHEMA_VERSION,
+              "project_id": project_id, "created": created, "hemalens_version": __version__}
+    paths.marker.write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
+    for name in (bundle.ANNOTATIONS_FILE, bundle.MARKER_FILE, bundle.README_FILE):
+        fsync_file(paths.root / name)
+    fsync_dir(paths.derived)
+    fsync_dir(paths.root)
+
+
+def _edits_in(path: Path) -> int:
+    """Reviewer edits held by the project at ``path`` (0 when none or unreadable)."""
+    import sqlite3
+
+    try:
+        if path.is_dir():
+            db = path / bundle.ANNOTATIONS_FILE
+            if not db.is_file():
+                return 0
+            conn = sqlite3.connect(db) if os.access(path, os.W_OK) else sqlite3.connect(
+                f"{db.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                return int(conn.execute("SELECT COUNT(*) FROM actions").fetchone()[0])
+            finally:
+                conn.close()
+        with h5py.File(path, "r") as f:
+            hist = f.get("labels/history/cell_id")
+            return int(hist.shape[0]) if isinstance(hist, h5py.Dataset) else 0
+    except Exception:  # noqa: BLE001 - unreadable: treated as holding nothing to lose
+        return 0
+
+
+def _is_v1_file(path: Path) -> bool:
+    try:
+        if not path.is_file() or not h5py.is_hdf5(path):
+            return False
+        with h5py.File(path, "r") as f:
+            meta = f.get("meta")
+            fmt = attr_text(meta.attrs.get("format")) if isinstance(meta, h5py.Group) else None
+            return fmt == FILE_FORMAT
+    except Exception:  # noqa: BLE001 - unreadable or damaged: not something we recognise
+        return False
+
+
+def check_replaceable(path: str | PathLike[str], overwrite: bool) -> None:
+    """Refuse to replace what must not be replaced by a new project at ``path``.
+
+    A project without reviewer edits may be replaced; a project with edits, or any other
+    file, only with ``overwrite``; a folder that is not a project never (``--force`` must
+    not be able to wipe a folder of the user's).
 
     Raises
     ------
     ProjectError
-        Missing, a folder, empty, not HDF5, truncated or corrupt, not a HemaLens project,
-        or written by a newer HemaLens (schema version).
+        With the one-line reason.
     """
-    if mode not in ("r", "r+"):
-        raise ValueError(f"mode must be 'r' or 'r+', got {mode!r}")
     p = Path(path)
+    if not p.exists() and not p.is_symlink():
+        return
     if p.is_dir():
-        raise ProjectError(path, "is a folder, not a project file")
+        if not bundle.is_project_folder(p):
+            raise ProjectError(p, "is a folder that is not a HemaLens project; choose another "
+                                  "output name")
+    elif not _is_v1_file(p):
+        if not overwrite:
+            raise ProjectError(p, "exists and is not a HemaLens project; use --force to "
+                                  "replace it")
+        return
+    edits = _edits_in(p)
+    if edits and not overwrite:
+        raise ProjectError(p, f"is a project holding {edits} reviewer edit(s); use --force to "
+                              "replace it")
+
+
+def locate_project(path: str | PathLike[str] | Project, *, migrate: bool = True) -> ProjectPaths:
+    """Return the folder of the project at ``path``, ready to read.
+
+    Finishes an interrupted replacement, migrates a version-1 project file to a folder
+    (keeping a backup of the file until the migration is complete), and checks the marker.
+
+    Parameters
+    ----------
+    path : str, PathLike or Project
+        What the user named: the folder, a file inside it, or a version-1 ``.h5`` file.
+    migrate : bool
+        Migrate a version-1 file (else it is refused).
+
+    Returns
+    -------
+    ProjectPaths
+
+    Raises
+    ------
+    ProjectError
+        Missing, foreign, damaged, or a schema newer than this HemaLens.
+    """
+    if isinstance(path, Project):
+        return path.paths
+    p = bundle.resolve_project(path)
+    bundle.recover(p)
+    if p.is_dir():
+        bundle.read_marker(p)
+        return ProjectPaths(p)
     if not p.exists():
-        raise ProjectError(path, "no such file")
+        raise ProjectError(path, "no such project")
+    _check_v1_file(p)  # a one-line reason for anything that is not a version-1 project
+    if not migrate:
+        raise ProjectError(path, "is a version-1 project file; open it once to upgrade it")
+    from hemalens.engine.project.migrate import migrate_v1
+
+    migrate_v1(p)
+    bundle.read_marker(p)
+    return ProjectPaths(p)
+
+
+def _check_v1_file(p: Path) -> None:
+    """Raise the one-line reason why ``p`` is not a readable version-1 project file."""
     size = p.stat().st_size
     if size == 0:
-        raise ProjectError(path, "file is empty (0 bytes)")
+        raise ProjectError(p, "file is empty (0 bytes)")
     try:
         if not h5py.is_hdf5(p):
-            raise ProjectError(path, "not an HDF5 file, so not a HemaLens project")
-        f = h5py.File(p, mode)
+            raise ProjectError(p, "not a HemaLens project (neither a project folder nor an "
+                                  "HDF5 project file)")
+        f = h5py.File(p, "r")
     except PermissionError as err:
-        raise ProjectError(path, "permission denied") from err
+        raise ProjectError(p, "permission denied") from err
     except OSError as err:
         msg = str(err)
         if "truncated" in msg or "eof" in msg.lower():
             reason = f"file is truncated ({size} bytes; an interrupted save or copy?)"
         else:
             reason = f"corrupt HDF5 file ({msg.splitlines()[0] if msg else type(err).__name__})"
-        raise ProjectError(path, reason) from err
+        raise ProjectError(p, reason) from err
+    with f:
+        meta = f.get("meta")
+        fmt = attr_text(meta.attrs.get("format")) if isinstance(meta, h5py.Group) else None
+        if fmt != FILE_FORMAT:
+            raise ProjectError(p, "HDF5 file is not a HemaLens project (no /meta format "
+                                  "attribute)")
+
+
+def open_cells_h5(project: str | PathLike[str] | Project) -> h5py.File:
+    """Open a project's imported data (``cells.h5``) read-only.
+
+    Parameters
+    ----------
+    project : str, PathLike or Project
+        The project.
+
+    Returns
+    -------
+    h5py.File
+        Open read-only; close it (``with``).
+
+    Raises
+    ------
+    ProjectError
+        Not a readable project.
+    """
+    paths = locate_project(project)
+    return _open_cells(paths)
+
+
+def _open_cells(paths: ProjectPaths) -> h5py.File:
+    cells = paths.cells
+    if not cells.is_file():
+        raise ProjectError(paths.root, f"damaged project: {bundle.CELLS_FILE} is missing")
+    try:
+        f = h5py.File(cells, "r")
+    except PermissionError as err:
+        raise ProjectError(cells, "permission denied") from err
+    except OSError as err:
+        msg = str(err)
+        if "truncated" in msg or "eof" in msg.lower():
+            reason = "damaged project: the cell data is truncated"
+        else:
+            reason = f"damaged project: corrupt cell data ({msg.splitlines()[0] if msg else err})"
+        raise ProjectError(cells, reason) from err
     try:
         meta = f.get("meta")
-        fmt = meta.attrs.get("format") if isinstance(meta, h5py.Group) else None
-        if isinstance(fmt, bytes):
-            fmt = fmt.decode("utf-8", "replace")
+        fmt = attr_text(meta.attrs.get("format")) if isinstance(meta, h5py.Group) else None
         if fmt != FILE_FORMAT:
-            raise ProjectError(
-                path, "HDF5 file is not a HemaLens project (no /meta format attribute)"
-            )
-        if "schema_version" in meta:
-            version = meta["schema_version"][()]
-        else:
-            version = meta.attrs.get("schema_version")
-        try:
-            version = int(version)
-        except (TypeError, ValueError) as err:
-            raise ProjectError(path, "corrupt project: schema version missing") from err
-        if version > SCHEMA_VERSION:
-            raise ProjectError(
-                path,
-                f"written with schema version {version}, newer than this HemaLens reads "
-                f"({SCHEMA_VERSION}); update HemaLens",
-            )
-        if version < 1:
-            raise ProjectError(path, f"unknown schema version {version}")
+            raise ProjectError(cells, "damaged project: the cell data has no format mark")
     except ProjectError:
         f.close()
         raise
-    except (OSError, KeyError, ValueError) as err:
+    except (OSError, KeyError, ValueError, RuntimeError) as err:
         f.close()
-        raise ProjectError(path, f"corrupt project: {err}") from err
+        raise ProjectError(cells, f"damaged project: {err}") from err
     return f
 
 
 class Project:
-    """An open project: the cell table in memory, patches read on demand.
+    """An open project: the cell table and labels in memory, patches read on demand.
 
-    Use :meth:`open`; close it (or use ``with``) to release the file. Labels change only
-    through :meth:`relabel` / :func:`hemalens.engine.project.labels.relabel`, which
-    replace the file; an open ``Project`` keeps reading the version it opened until
-    :meth:`reload`.
+    Use :meth:`open`; close it (or use ``with``) to release the files. ``cells`` holds
+    ``given_label`` as the annotation store gives it (original labels plus edits);
+    :meth:`refresh_labels` re-reads it after edits made elsewhere.
 
     Attributes
     ----------
     path : pathlib.Path
+        The project folder.
+    paths : ProjectPaths
     n_cells : int
     patch_kind : str
         ``"phase"`` or ``"rgb"``.
@@ -714,27 +922,33 @@ class Project:
         The whole cell table (schema columns plus extras).
     inputs : dict of str to numpy.ndarray
         The input table (strings as ``str`` arrays).
+    annotations : AnnotationStore
+        The project's labels, decisions and sign-offs.
+    read_only : bool
+        Edits are refused (opened read-only, or the folder cannot be written).
     schema_version : int
     created, modified, hemalens_version : str
     """
 
-    def __init__(self, h5: h5py.File, path: Path, mode: str) -> None:
-        self._h5 = h5
-        self.path = path
+    def __init__(self, paths: ProjectPaths, h5: h5py.File, mode: str) -> None:
+        self.paths = paths
+        self.path = paths.root
         self.mode = mode
+        self._h5 = h5
+        self.annotations: AnnotationStore | None = None
         self._load()
 
     @classmethod
     def open(cls, path: str | PathLike[str], mode: str = "r") -> Project:
-        """Open a project file.
+        """Open a project.
 
         Parameters
         ----------
         path : str or PathLike
-            The ``.h5`` project.
+            The project folder (or a file in it, or a version-1 file, migrated first).
         mode : {"r", "r+"}
-            ``"r+"`` lets later stages add groups in place (not atomic; labels still go
-            through ``relabel``).
+            ``"r+"`` allows edits through :attr:`annotations` (refused anyway when the
+            folder cannot be written: see :attr:`read_only`).
 
         Returns
         -------
@@ -744,45 +958,64 @@ class Project:
         Raises
         ------
         ProjectError
-            See :func:`open_project_h5`; also a project missing required datasets.
+            Missing, foreign, damaged or newer project.
         """
-        f = open_project_h5(path, mode)
+        if mode not in ("r", "r+"):
+            raise ValueError(f"mode must be 'r' or 'r+', got {mode!r}")
+        paths = locate_project(path)
+        if mode == "r+":
+            bundle.clean_stale(paths.root)  # temporary files of writers that were killed
+        f = _open_cells(paths)
         try:
-            return cls(f, Path(path), mode)
+            return cls(paths, f, mode)
         except ProjectError:
             f.close()
             raise
-        except (OSError, KeyError, ValueError, TypeError) as err:
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError) as err:
             f.close()
-            raise ProjectError(path, f"corrupt project: {err}") from err
+            raise ProjectError(paths.root, f"damaged project: {one_line(err)}") from err
 
     def _load(self) -> None:
         f, path = self._h5, self.path
+        marker = bundle.read_marker(path)
         attrs = f["meta"].attrs
-        for name in ("cells", "inputs", "patches/images", "labels/classes", "labels/history"):
+        for name in ("cells", "inputs", "patches/images", "labels/classes"):
             if name not in f:
-                raise ProjectError(path, f"corrupt project: /{name} is missing")
-        self.schema_version = int(attrs["schema_version"])
+                raise ProjectError(path, f"damaged project: /{name} is missing in cells.h5")
+        self.schema_version = int(marker["schema_version"])
+        self.project_id = str(marker.get("project_id", ""))
         self.created = str(attrs.get("created", ""))
-        self.modified = str(attrs.get("modified", ""))
         self.hemalens_version = str(attrs.get("hemalens_version", ""))
         self.patch_kind = str(attrs["patch_kind"])
         self.settings: dict = json.loads(attrs.get("settings_json", "{}"))
         self.meta: dict = json.loads(attrs.get("meta_json", "{}"))
-        self.classes: list[str] = _read_small(f["labels/classes"]).tolist()
+        imported = _read_small(f["labels/classes"]).tolist()
         cells: dict[str, np.ndarray] = {}
         for name, ds in f["cells"].items():
-            if isinstance(ds, h5py.Dataset) and ds.ndim == 1:
+            if isinstance(ds, h5py.Dataset) and ds.ndim == 1 and name not in DERIVED_CELL_COLUMNS:
                 cells[name] = ds[()]
-        missing = [c for c in CELL_COLUMNS if c not in cells]
+        stored = [c for c in CELL_COLUMNS if c not in DERIVED_CELL_COLUMNS]
+        missing = [c for c in stored if c not in cells]
         if missing:
-            raise ProjectError(path, f"corrupt project: cell columns {missing} are missing")
+            raise ProjectError(path, f"damaged project: cell columns {missing} are missing")
         lengths = {len(v) for v in cells.values()}
         if len(lengths) != 1:
-            raise ProjectError(path, "corrupt project: cell columns differ in length")
+            raise ProjectError(path, "damaged project: cell columns differ in length")
+        self.n_cells = lengths.pop()
+        original = np.asarray(cells["original_label"], np.int16)
+        if original.size and (original.min() < -1 or original.max() >= len(imported)):
+            raise ProjectError(path, "damaged project: label codes outside the class list")
+        self.annotations = AnnotationStore.open(
+            self.paths.annotations, original, read_only=self.mode == "r",
+            project_id=self.project_id or None,
+        )
+        self.classes: list[str] = self.annotations.classes()
+        if self.classes[: len(imported)] != imported:
+            raise ProjectError(self.paths.annotations, "annotation classes disagree with the "
+                                                       "imported class list")
+        cells["given_label"] = self.annotations.current_labels()
         # Schema columns in schema order, then extras (alphabetical, as HDF5 lists them).
         self.cells = {c: cells.pop(c) for c in CELL_COLUMNS} | cells
-        self.n_cells = lengths.pop()
         inputs = {n: _read_small(d) for n, d in f["inputs"].items() if isinstance(d, h5py.Dataset)}
         self.inputs: dict[str, np.ndarray] = {
             c: inputs.pop(c) for c in INPUT_COLUMNS if c in inputs
@@ -792,11 +1025,34 @@ class Project:
         self._raw: h5py.Dataset | None = raw if isinstance(raw, h5py.Dataset) and len(raw) else None
         if self._images.shape[0] != self.n_cells:
             raise ProjectError(
-                path, f"corrupt project: {self._images.shape[0]} patches for {self.n_cells} cells"
+                path, f"damaged project: {self._images.shape[0]} patches for {self.n_cells} cells"
             )
         self.patch_shape: tuple[int, ...] = tuple(self._images.shape[1:])
         self.normalisation: dict = json.loads(self._images.attrs.get("normalisation_json", "{}"))
         self._out_dtype = np.dtype(np.float32 if self.patch_kind == "phase" else np.uint8)
+
+    @property
+    def read_only(self) -> bool:
+        """Whether edits are refused."""
+        return self.annotations is None or self.annotations.read_only
+
+    @property
+    def modified(self) -> str:
+        """When the project last changed on disk (ISO 8601 UTC): edits or derived data."""
+        stamps = []
+        db = self.paths.annotations
+        for f in (db, db.with_name(db.name + "-wal")):
+            with contextlib.suppress(OSError):
+                stamps.append(f.stat().st_mtime)
+        for folder, _, files in os.walk(self.paths.derived):
+            for name in files:
+                with contextlib.suppress(OSError):
+                    stamps.append((Path(folder) / name).stat().st_mtime)
+        created = datetime.fromisoformat(self.created) if self.created else None
+        if not stamps:
+            return self.created
+        newest = datetime.fromtimestamp(max(stamps), UTC)
+        return iso_utc(max(newest, created) if created else newest)
 
     # -- patches --------------------------------------------------------------------------
     def _index(self, i: int) -> int:
@@ -902,15 +1158,20 @@ class Project:
         -------
         dict of str to numpy.ndarray
             ``cell_id`` int64, ``old``/``new`` int16 codes (-1 = none), ``time`` ISO 8601
-            UTC, ``user``, ``reason`` (str).
+            UTC, ``user``, ``reason``, ``op`` (str).
         """
-        g = self._h5["labels/history"]
-        return {name: _read_small(g[name]) for name in HISTORY_COLUMNS}
+        rows = self._store().history()
+        keep = rows["field"] == "label"
+        return {k: rows[k][keep] for k in (*HISTORY_COLUMNS, "op")}
 
     @property
     def history_rows(self) -> int:
         """Number of rows in the label history."""
-        return int(self._h5["labels/history/cell_id"].shape[0])
+        return self._store().label_history_rows()
+
+    def decisions(self) -> np.ndarray:
+        """Return every cell's review decision code (index into ``DECISIONS``)."""
+        return self._store().current_decisions()
 
     def relabel(
         self,
@@ -921,9 +1182,7 @@ class Project:
         reason: str = "",
         when: datetime | None = None,
     ) -> int:
-        """Relabel through :func:`~hemalens.engine.project.labels.relabel`, then reload.
-
-        The file handle is released first (Windows cannot replace an open file).
+        """Relabel through :func:`~hemalens.engine.project.labels.relabel`, then refresh.
 
         Parameters
         ----------
@@ -937,26 +1196,39 @@ class Project:
         """
         from hemalens.engine.project.labels import relabel  # labels imports this module
 
-        self._h5.close()
         try:
-            return relabel(self.path, cell_ids, new_label, user=user, reason=reason, when=when)
+            return relabel(self, cell_ids, new_label, user=user, reason=reason, when=when)
         finally:
-            self.reload()
+            self.refresh_labels()
+
+    def refresh_labels(self) -> None:
+        """Re-read the classes and current labels from the annotation store."""
+        store = self._store()
+        self.classes = store.classes()
+        self.cells["given_label"] = store.current_labels()
 
     def reload(self) -> None:
-        """Re-open the file from disk (after it was replaced) and reload the cell table."""
-        if self._h5:
-            self._h5.close()
-        self._h5 = open_project_h5(self.path, self.mode)
+        """Re-open the project from disk (e.g. after it was replaced) and reload its tables."""
+        self.close()
+        self.paths = locate_project(self.path)
+        self._h5 = _open_cells(self.paths)
         try:
             self._load()
         except BaseException:
-            self._h5.close()
+            self.close()
             raise
+
+    def _store(self) -> AnnotationStore:
+        if self.annotations is None:
+            raise ProjectError(self.path, "project is closed")
+        return self.annotations
 
     # -- lifetime -------------------------------------------------------------------------
     def close(self) -> None:
-        """Release the file."""
+        """Release the files."""
+        if self.annotations is not None:
+            self.annotations.close()
+            self.annotations = None
         if self._h5:
             self._h5.close()
 
@@ -973,8 +1245,14 @@ class Project:
         return f"Project({str(self.path)!r}, {self.n_cells} cells, {self.patch_kind})"
 
 
-# -- helpers shared by the modules that keep groups in the project (models, predictions,
-# explanations, embeddings)
+def one_line(err: BaseException) -> str:
+    """Return ``err`` as one line of text (type name when it has no message)."""
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
+
+
+# -- helpers shared by the modules that keep derived data in the project (models,
+# predictions, explanations, embeddings)
 
 
 def project_path(project: str | PathLike[str] | Project) -> Path:
@@ -994,7 +1272,10 @@ def project_path(project: str | PathLike[str] | Project) -> Path:
 
 
 def check_group_name(value: str, what: str) -> str:
-    """Validate the name of an HDF5 group a user chooses (a model name, a method).
+    """Validate a name a user chooses for stored data (a model name, a method).
+
+    The name becomes a file name inside the project (percent-encoded where a file system
+    would not take a character), so it is kept short and printable.
 
     Parameters
     ----------
@@ -1011,11 +1292,13 @@ def check_group_name(value: str, what: str) -> str:
     Raises
     ------
     ValueError
-        Empty, ``.``/``..``, or containing ``/``.
+        Empty, ``.``/``..``, containing ``/`` or control characters, or over 100 characters.
     """
     name = str(value).strip()
     if not name or "/" in name or name in (".", ".."):
         raise ValueError(f"invalid {what} name {value!r} (non-empty, no '/')")
+    if len(name) > 100 or any(not ch.isprintable() for ch in name):
+        raise ValueError(f"invalid {what} name {value!r} (at most 100 printable characters)")
     return name
 
 

@@ -1,10 +1,9 @@
-"""Predictions in the project file: ``/predictions/<model>/<column>``.
+"""Predictions in the project: ``derived/predictions/<model>.h5``, one file per model.
 
 Layout (plain HDF5, readable with h5py alone)::
 
-    /predictions                attrs: latest (name of the model written last)
-    /predictions/<model>        attrs: attrs_json (JSON), created (ISO 8601 UTC), n_cells
-    /predictions/<model>/<col>  one dataset per column, first axis = cells (row = cell_id)
+    attrs  attrs_json (JSON), created (ISO 8601 UTC), n_cells
+    /<col> one dataset per column, first axis = cells (row = cell_id)
 
 Columns written by ``hemalens predict`` (:data:`PREDICTION_COLUMNS`):
 
@@ -24,10 +23,11 @@ Columns written by ``hemalens predict`` (:data:`PREDICTION_COLUMNS`):
 
 Attributes (``attrs_json``): ``model``, ``class_names``, ``measure`` (the one behind
 ``predicted``/``confidence``), ``temperature``, ``mc_temperature``, ``mc_passes``,
-``created``; other JSON-ready keys are kept as given.
+``created``, ``model_created`` (the model's stamp: predictions of a model that was since
+replaced are refused at write time); other JSON-ready keys are kept as given.
 
-Writing goes through :func:`~hemalens.engine.project.atomic.atomic_update`: the project is
-copied, the copy edited and moved over the original, so a failure leaves it untouched.
+The file is written whole and renamed into place: writing costs the predictions, never a
+copy of the patches, and a failure leaves the previous predictions untouched.
 """
 
 from __future__ import annotations
@@ -35,20 +35,22 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from os import PathLike
-from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
 from hemalens.engine.errors import ProjectError
-from hemalens.engine.project.atomic import atomic_update, path_lock
+from hemalens.engine.project.bundle import ProjectPaths
+from hemalens.engine.project.derived import item_names, read_item, write_item
+from hemalens.engine.project.model_index import active_model, model_names
 from hemalens.engine.project.store import (
     Project,
     attr_text,
     check_group_name,
     iso_utc,
-    open_project_h5,
+    locate_project,
+    open_cells_h5,
     to_json,
 )
 
@@ -84,34 +86,35 @@ def _column(name: str, values: Any, n: int) -> np.ndarray:
     raise ValueError(f"prediction column {name!r} must be numeric, got {a.dtype}")
 
 
-def _n_cells(f: h5py.File) -> int:
-    return int(f["cells/cell_id"].shape[0])
+def _n_cells(paths: ProjectPaths) -> int:
+    with open_cells_h5(paths.root) as f:
+        return int(f["cells/cell_id"].shape[0])
 
 
 def write_predictions(
-    project_path: str | PathLike[str],
+    project_path: str | PathLike[str] | Project,
     model_name: str,
     columns: Mapping[str, np.ndarray],
     attrs: Mapping[str, Any],
 ) -> None:
     """Store the predictions of one model in the project, atomically.
 
-    An earlier prediction of the same model is replaced (its datasets are overwritten in
-    place when shape and type match, so re-predicting does not grow the file); columns it
-    had that ``columns`` lacks are removed. See the module docstring for the columns.
+    An earlier prediction of the same model is replaced whole. See the module docstring
+    for the columns.
 
     Parameters
     ----------
-    project_path : str or PathLike
-        The project file.
+    project_path : str, PathLike or Project
+        The project.
     model_name : str
-        Name of the model (``/predictions/<model_name>``).
+        Name of the model.
     columns : dict of str to numpy.ndarray
         Column name -> ``(N,)`` or ``(N, K)`` array with ``N`` = cells in the project.
         Floats are stored as float32, integers and booleans as given.
     attrs : dict
-        JSON-ready metadata (``class_names``, ``measure``, ``temperature``, ...); ``model``
-        and ``created`` (now, ISO 8601 UTC) are filled in when missing.
+        JSON-ready metadata (``class_names``, ``measure``, ``temperature``,
+        ``model_created``, ...); ``model`` and ``created`` (now, ISO 8601 UTC) are filled
+        in when missing.
 
     Raises
     ------
@@ -120,84 +123,75 @@ def write_predictions(
         number of cells, a non-numeric column, or attrs that are not JSON serialisable;
         nothing is written.
     ProjectError
-        The project is not readable or cannot be replaced; it is left as it was.
+        The project is not readable or cannot be written, or the model was replaced or
+        deleted while predicting; nothing is written.
     """
+    paths = locate_project(project_path)
     name = check_group_name(model_name, "model")
     if not columns:
         raise ValueError("no prediction columns to write")
-    with open_project_h5(project_path, "r") as f:
-        n = _n_cells(f)
+    n = _n_cells(paths)
     data = {str(k): _column(k, v, n) for k, v in columns.items()}
     meta = {**dict(attrs)}
     meta.setdefault("model", name)
     meta.setdefault("created", iso_utc())
     text = to_json(dict(meta), "prediction attrs")
+    stamp = meta.get("model_created")
 
-    def modify(tmp: Path) -> None:
-        with h5py.File(tmp, "r+") as f:
-            root = f.require_group("predictions")
-            g = root.require_group(name)
-            for old in list(g):
-                if old not in data:
-                    del g[old]
-            for col, arr in data.items():
-                ds = g.get(col)
-                if isinstance(ds, h5py.Dataset) and ds.shape == arr.shape and ds.dtype == arr.dtype:
-                    ds[...] = arr
-                    continue
-                if col in g:
-                    del g[col]
-                # contiguous, uncompressed: probabilities barely compress (noisy mantissas,
-                # ~100 bytes per cell in all) and an in-place rewrite then reuses the space,
-                # where HDF5 would leak the old chunks of a compressed dataset
-                ds = g.create_dataset(col, data=arr)
-                desc = PREDICTION_COLUMNS.get(col)
-                if desc is None and col.startswith("conf_"):
-                    desc = f"float32 confidence by the measure {col[5:]!r}"
-                if desc:
-                    ds.attrs["description"] = desc
-            g.attrs["attrs_json"] = text
-            g.attrs["created"] = str(meta["created"])
-            g.attrs["n_cells"] = n
-            root.attrs["latest"] = name
-            f["meta"].attrs["modified"] = iso_utc()
+    def write(g: h5py.File) -> None:
+        for col, arr in data.items():
+            ds = g.create_dataset(col, data=arr)
+            desc = PREDICTION_COLUMNS.get(col)
+            if desc is None and col.startswith("conf_"):
+                desc = f"float32 confidence by the measure {col[5:]!r}"
+            if desc:
+                ds.attrs["description"] = desc
+        g.attrs["attrs_json"] = text
+        g.attrs["created"] = str(meta["created"])
+        g.attrs["n_cells"] = n
 
-    # relabel() replaces the same file: without its lock one of two concurrent updates
-    # (e.g. a GUI relabel during a predict job) would copy the old file and undo the other
-    with path_lock(project_path):
-        atomic_update(project_path, modify)
+    def model_unchanged(p: ProjectPaths) -> None:
+        if stamp is None:
+            return
+        with read_item(p, "models", name) as m:
+            current = attr_text(m.attrs.get("created")) if m is not None else None
+        if current != stamp:
+            what = "deleted" if current is None else "replaced by a newer training"
+            raise ProjectError(p.root, f"model {name!r} was {what} while predicting; the "
+                                       "predictions were not saved")
+
+    write_item(paths, "predictions", name, write, check=model_unchanged)
 
 
-
-
-def active_model_name(f: h5py.File) -> str | None:
+def active_model_name(project: str | PathLike[str] | Project | ProjectPaths) -> str | None:
     """Return the model whose predictions the project shows by default.
 
-    The active model (``/models`` attribute ``active``) when it has predictions, else the
-    most recently created entry of ``/predictions``.
+    The active model when it has predictions, else the model with the newest predictions.
 
     Parameters
     ----------
-    f : h5py.File
-        An open project file.
+    project : str, PathLike, Project or ProjectPaths
+        The project.
 
     Returns
     -------
     str or None
-        A name in ``/predictions``, or None when there are none.
+        A model with predictions, or None when there are none.
     """
-    preds = f.get("predictions")
-    if not isinstance(preds, h5py.Group):
-        return None
-    names = [k for k, v in preds.items() if isinstance(v, h5py.Group)]
+    paths = project if isinstance(project, ProjectPaths) else locate_project(project)
+    names = item_names(paths, "predictions")
     if not names:
         return None
-    models = f.get("models")
-    active = attr_text(models.attrs.get("active")) if isinstance(models, h5py.Group) else None
+    active = active_model(paths) if model_names(paths) else None
     if active in names:
         return active
-    # ISO 8601 UTC stamps sort as text; ties keep the last listed
-    return max(names, key=lambda k: (attr_text(preds[k].attrs.get("created")) or "", k))
+
+    def created(k: str) -> tuple[str, str]:
+        with read_item(paths, "predictions", k) as g:
+            return ((attr_text(g.attrs.get("created")) or "") if g is not None else "", k)
+
+    # ISO 8601 UTC stamps sort as text; ties keep the last name
+    return max(names, key=created)
 
 
 def read_predictions(
@@ -208,8 +202,7 @@ def read_predictions(
     Parameters
     ----------
     project : str, PathLike or Project
-        The project file, or an open :class:`~hemalens.engine.project.store.Project`
-        (read from its path: the version on disk now).
+        The project.
     model_name : str, optional
         Which model; default :func:`active_model_name`.
 
@@ -224,28 +217,32 @@ def read_predictions(
     ProjectError
         Not a readable project, or stored predictions that do not fit its cells.
     """
-    path = project.path if isinstance(project, Project) else Path(project)
-    with open_project_h5(path, "r") as f:
-        name = active_model_name(f) if model_name is None else check_group_name(model_name, "model")
-        g = f.get(f"predictions/{name}") if name is not None else None
-        if not isinstance(g, h5py.Group):
+    paths = locate_project(project)
+    name = active_model_name(paths) if model_name is None else check_group_name(model_name,
+                                                                                "model")
+    if name is None:
+        return None
+    n = project.n_cells if isinstance(project, Project) else _n_cells(paths)
+    with read_item(paths, "predictions", name) as g:
+        if g is None:
             return None
-        n = _n_cells(f)
+        file = paths.item("predictions", name)
         cols: dict[str, np.ndarray] = {}
         for col, ds in g.items():
             if not isinstance(ds, h5py.Dataset):
                 continue
             if ds.ndim not in (1, 2) or ds.shape[0] != n:
                 raise ProjectError(
-                    path,
-                    f"corrupt predictions: /predictions/{name}/{col} has shape {ds.shape} "
-                    f"for {n} cells",
+                    file, f"damaged predictions: column {col!r} has shape {ds.shape} for "
+                          f"{n} cells",
                 )
             cols[col] = ds[()]
         try:
             attrs = json.loads(attr_text(g.attrs.get("attrs_json")) or "{}")
         except json.JSONDecodeError as err:
-            raise ProjectError(path, f"corrupt predictions of {name!r}: bad attrs JSON") from err
+            raise ProjectError(file, "damaged predictions: bad attrs JSON") from err
+        if not isinstance(attrs, dict):
+            raise ProjectError(file, "damaged predictions: attrs JSON is not an object")
         attrs["model"] = name
         attrs.setdefault("created", attr_text(g.attrs.get("created")) or "")
         return cols, attrs

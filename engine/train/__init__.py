@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from hemalens.engine.models.store import list_models, load_model, save_model
 from hemalens.engine.train.augment import random_dihedral
-from hemalens.engine.train.data import training_data
+from hemalens.engine.train.data import stable_split, training_data
 from hemalens.engine.train.loop import TrainConfig, TrainResult, resolve_device, train_classifier
-from hemalens.engine.train.splits import SPLIT_NAMES, check_split, make_split
+from hemalens.engine.train.splits import SPLIT_NAMES, check_split, make_split, stable_parts
 
 __all__ = [
     "SPLIT_NAMES",
@@ -20,6 +20,8 @@ __all__ = [
     "list_models",
     "load_model",
     "make_split",
+    "stable_parts",
+    "stable_split",
     "random_dihedral",
     "resolve_device",
     "save_model",

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-__all__ = ["SPLIT_NAMES", "check_split", "make_split"]
+__all__ = ["SPLIT_NAMES", "check_split", "make_split", "stable_parts"]
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -184,3 +184,75 @@ def check_split(split: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
     if np.unique(allidx).size != allidx.size:
         raise ValueError("a cell is in more than one split")
     return out
+
+
+def stable_parts(
+    strata: np.ndarray,
+    *,
+    seed: int,
+    fractions: tuple[float, float, float] = (0.7, 0.2, 0.1),
+    donors: np.ndarray | None = None,
+    test_donor: str | None = None,
+) -> np.ndarray:
+    """Assign every row to train (0), validation (1) or test (2), stably.
+
+    Meant for a population that never changes (a project's QC-passed cells) with strata
+    that never change (their labels at import): a reviewer's relabels and exclusions then
+    never move a cell from one part to another - a relabelled test cell stays in test.
+    Each stratum is shuffled by a generator seeded with ``(seed, stratum)`` and cut by the
+    largest-remainder allocation of :func:`make_split`; a stratum too small for every part
+    fills train first, then validation.
+
+    Parameters
+    ----------
+    strata : numpy.ndarray
+        ``(N,)`` integer stratum of each row (any integers, e.g. -1 for "unlabelled").
+    seed : int
+        Seed.
+    fractions : tuple of float
+        Train, validation and test shares.
+    donors : numpy.ndarray, optional
+        ``(N,)`` donor of each row; needed with ``test_donor``.
+    test_donor : str, optional
+        Every row of this donor is test; the others are split into train and validation.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N,)`` int8 part of each row.
+
+    Raises
+    ------
+    ValueError
+        Bad fractions, a missing donor array, or an unknown donor.
+    """
+    st = np.asarray(strata).reshape(-1)
+    if st.size and st.dtype.kind not in "iu":
+        raise ValueError(f"strata must be integers, got {st.dtype}")
+    f = _fractions(fractions)
+    parts = np.zeros(st.size, np.int8)
+    rows = np.arange(st.size)
+    if test_donor is not None:
+        if donors is None:
+            raise ValueError("a donor-held-out split needs the donor of every cell")
+        d = np.asarray(donors).astype(str).reshape(-1)
+        if d.size != st.size:
+            raise ValueError(f"{d.size} donors for {st.size} cells")
+        if str(test_donor) not in set(d.tolist()):
+            raise ValueError(f"unknown donor {test_donor!r}; donors: {sorted(set(d.tolist()))}")
+        held = d == str(test_donor)
+        parts[held] = 2
+        rows = rows[~held]
+        f = np.array([f[0], f[1], 0.0]) / (f[0] + f[1])
+    for c in np.unique(st[rows]):
+        members = rows[st[rows] == c]
+        rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(c) & 0xFFFFFFFF])
+        members = rng.permutation(members)
+        n = members.size
+        if n >= int(np.count_nonzero(f > 0)):
+            counts = _allocate(n, f)
+        else:  # too few for every part: train first, then validation
+            counts = np.array([1, n - 1, 0]) if n > 1 else np.array([1, 0, 0])
+        for k, piece in enumerate(np.split(members, np.cumsum(counts)[:-1])):
+            parts[piece] = k
+    return parts

@@ -61,7 +61,7 @@ def type_combinations(types: Sequence[str]) -> list[tuple[str, ...]]:
 
 
 def _load(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-    if h5py.is_hdf5(path):
+    if path.is_dir() or (path.is_file() and h5py.is_hdf5(path)):  # a project (or version 1)
         from hemalens.engine.embed.store import read_embeddings
 
         X, y, groups, _ = read_embeddings(path)

@@ -13,7 +13,7 @@ from hemalens.engine.calibrate import plot_reliability_runs, reliability_data
 from hemalens.engine.errors import ProjectError
 from hemalens.engine.jobs import Progress, SubProgress, checkpoint
 from hemalens.engine.project import Project
-from hemalens.engine.train import TrainConfig, make_split, train_classifier, training_data
+from hemalens.engine.train import TrainConfig, stable_split, train_classifier, training_data
 from hemalens.engine.workflows.calibration import fit_calibration
 from hemalens.engine.workflows.metrics import CALIBRATION_PAIRS, INFERENCE, split_metrics
 
@@ -57,15 +57,20 @@ def evaluate_project(
     """
     t0 = time.perf_counter()
     with Project.open(project_path) as project:
-        images, labels, _, donors, classes = training_data(project)
+        images, labels, cell_ids, donors, classes = training_data(project)
+        try:  # one stable split per run: relabels never move a cell to another part
+            splits = [stable_split(project, cell_ids, seed=config.seed + r,
+                                   fractions=config.fractions, test_donor=config.test_donor)
+                      for r in range(runs)]
+        except ValueError as err:
+            raise ProjectError(project_path, str(err)) from err
     dropout = config.dropout if config.dropout is not None else None
     scores: list[dict[str, Any]] = []
     for r in range(runs):
         checkpoint(progress)
         run_config = replace(config, seed=config.seed + r)
         try:
-            split = make_split(labels, seed=run_config.seed, fractions=config.fractions,
-                               donors=donors, test_donor=config.test_donor)
+            split = splits[r]
             result = train_classifier(
                 images, labels, len(classes), run_config, split=split, donors=donors,
                 progress=SubProgress(progress, r / runs, 0.8 / runs),

@@ -12,7 +12,7 @@ from hemalens.engine.errors import ProjectError
 from hemalens.engine.jobs import Progress, SubProgress
 from hemalens.engine.models.store import save_model
 from hemalens.engine.project import Project
-from hemalens.engine.train import TrainConfig, train_classifier, training_data
+from hemalens.engine.train import TrainConfig, stable_split, train_classifier, training_data
 from hemalens.engine.workflows.calibration import fit_calibration
 from hemalens.engine.workflows.metrics import split_metrics
 
@@ -27,8 +27,10 @@ def train_project(
 ) -> dict[str, Any]:
     """Train, calibrate on the validation split, score the test split, store the model.
 
-    Uses the QC-passed cells with a current given label (relabels honoured). The project
-    is only written at the end, atomically: an interrupted training leaves it as it was.
+    Uses the QC-passed cells with a current given label (relabels honoured, excluded cells
+    left out), split with :func:`~hemalens.engine.train.stable_split` (a relabelled test
+    cell stays in test). The project is only written at the end, atomically: an
+    interrupted training leaves it as it was.
 
     Parameters
     ----------
@@ -52,9 +54,14 @@ def train_project(
     """
     with Project.open(project_path) as project:
         images, labels, cell_ids, donors, classes = training_data(project)
+        try:
+            split = stable_split(project, cell_ids, seed=config.seed,
+                                 fractions=config.fractions, test_donor=config.test_donor)
+        except ValueError as err:
+            raise ProjectError(project_path, str(err)) from err
     try:
         result = train_classifier(
-            images, labels, len(classes), config, donors=donors,
+            images, labels, len(classes), config, donors=donors, split=split,
             progress=SubProgress(progress, 0, 0.8),
         )
     except ValueError as err:  # unusable data or split: the user's to fix, in one line

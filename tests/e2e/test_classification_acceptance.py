@@ -30,7 +30,7 @@ def trained(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("cls")
     assert main(["synth", "qpi", str(out / "sim"), "--frames", "800", "--seed", "5",
                  "--label-noise", "0.03", "--json"]) == 0
-    project = out / "P.h5"
+    project = out / "P.hemalens"
     assert main(["segment", "--manifest", str(out / "sim" / "manifest.csv"), "-o", str(project),
                  "--json"]) == 0
     return {"dir": out, "project": project, "truth": out / "sim" / "truth.csv"}

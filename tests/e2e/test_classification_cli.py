@@ -16,7 +16,7 @@ def small(tmp_path_factory) -> Path:
     assert main(["synth", "qpi", str(out / "sim"), "--frames", "120", "--seed", "2",
                  "--donors", "1", "--json"]) == 0
     assert main(["segment", "--manifest", str(out / "sim" / "manifest.csv"),
-                 "-o", str(out / "P.h5"), "--json"]) == 0
+                 "-o", str(out / "P.hemalens"), "--json"]) == 0
     return out
 
 
@@ -26,7 +26,7 @@ def _json(capsys) -> dict:
 
 def test_evaluate_prints_both_tables_and_writes_reliability_plots(small, tmp_path, capsys):
     capsys.readouterr()
-    code = main(["evaluate", str(small / "P.h5"), "--arch", "lenet5", "--runs", "2",
+    code = main(["evaluate", str(small / "P.hemalens"), "--arch", "lenet5", "--runs", "2",
                  "--epochs", "3", "--mc", "10", "--out", str(tmp_path / "plots"), "--json"])
     result = _json(capsys)
     assert code == 0 and result["runs"] == 2
@@ -43,16 +43,16 @@ def test_evaluate_prints_both_tables_and_writes_reliability_plots(small, tmp_pat
 
 
 def test_predict_and_review_need_a_model_and_predictions(small, tmp_path, capsys):
-    project = small / "P.h5"
+    project = small / "P.hemalens"
     import shutil
 
-    copy = tmp_path / "copy.h5"
-    shutil.copy(project, copy)
+    copy = tmp_path / "copy.hemalens"
+    shutil.copytree(project, copy)
     assert main(["predict", str(copy)]) == 2
-    assert "copy.h5" in capsys.readouterr().err
+    assert "copy.hemalens" in capsys.readouterr().err
     assert main(["review", str(copy), "--no-ood"]) == 2
     err = capsys.readouterr().err
-    assert "copy.h5" in err and "\n" not in err.strip()
+    assert "copy.hemalens" in err and "\n" not in err.strip()
 
 
 def test_training_refuses_projects_without_usable_labels(tmp_path, capsys):

@@ -8,6 +8,7 @@ iterations of a dry-run on a triplet-loss embedding.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ def _json(capsys) -> dict:
 def marrow(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("marrow")
     assert main(["synth", "marrow", str(out / "sim"), "--cells", "240", "--seed", "4",
-                 "--size", "48", "--project", str(out / "P.h5"), "--json"]) == 0
+                 "--size", "48", "--project", str(out / "P.hemalens"), "--json"]) == 0
     return out
 
 
@@ -38,14 +39,14 @@ def test_synth_marrow_writes_crops_truth_and_a_project(marrow):
     truth = (marrow / "sim" / "truth.csv").read_text().splitlines()
     assert len(truth) == 241
     assert len(list((marrow / "sim" / "crops").glob("*.png"))) == 240
-    assert (marrow / "P.h5").stat().st_size > 0
+    assert (marrow / "P.hemalens" / "cells.h5").stat().st_size > 0
 
 
 @pytest.mark.parametrize("loss, extra", [("tml", []), ("ali", ["--class-weights"]),
                                          ("pali", [])])
 def test_embed_train_reports_folds_and_stores_the_model(marrow, loss, extra, capsys, tmp_path):
-    project = tmp_path / "P.h5"
-    project.write_bytes((marrow / "P.h5").read_bytes())
+    project = tmp_path / "P.hemalens"
+    shutil.copytree(marrow / "P.hemalens", project)
     capsys.readouterr()
     assert main(["embed", "train", str(project), "--loss", loss, "--types", "c,s",
                  "--folds", "3", "--epochs", "2", "--input-size", "32", "--name", loss,
@@ -63,8 +64,8 @@ def test_embed_train_reports_folds_and_stores_the_model(marrow, loss, extra, cap
 
 
 def test_dry_run_on_a_project_writes_curves_and_table(marrow, capsys, tmp_path):
-    project = tmp_path / "P.h5"
-    project.write_bytes((marrow / "P.h5").read_bytes())
+    project = tmp_path / "P.hemalens"
+    shutil.copytree(marrow / "P.hemalens", project)
     assert main(["embed", "train", str(project), "--loss", "tml", "--folds", "3",
                  "--epochs", "2", "--input-size", "32", "--json"]) == 0
     capsys.readouterr()
@@ -126,7 +127,7 @@ def test_dry_run_on_a_triplet_embedding_of_simulated_marrow(tmp_path, capsys):
     With contraction and rotation the classes separate within 15 iterations; contraction
     alone and with shift need about twice that, as in the paper's Table I (n-D: 33, 25).
     """
-    project = tmp_path / "P.h5"
+    project = tmp_path / "P.hemalens"
     assert main(["synth", "marrow", str(tmp_path / "sim"), "--cells", "2000", "--seed", "0",
                  "--project", str(project), "--json"]) == 0
     assert main(["embed", "train", str(project), "--loss", "tml", "--folds", "3",

@@ -6,13 +6,13 @@ import json
 import shutil
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 
 from hemalens.engine.cli import main
 from hemalens.engine.explain.store import read_explanations
 from hemalens.engine.models.store import load_model
+from hemalens.engine.review.predictions import read_predictions
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +21,11 @@ def predicted(tmp_path_factory) -> Path:
     assert main(["synth", "qpi", str(out / "sim"), "--frames", "80", "--seed", "3",
                  "--donors", "1", "--json"]) == 0
     assert main(["segment", "--manifest", str(out / "sim" / "manifest.csv"),
-                 "-o", str(out / "P.h5"), "--json"]) == 0
-    assert main(["train", str(out / "P.h5"), "--epochs", "2", "--mc", "5", "--name", "m1",
+                 "-o", str(out / "P.hemalens"), "--json"]) == 0
+    assert main(["train", str(out / "P.hemalens"), "--epochs", "2", "--mc", "5", "--name", "m1",
                  "--json"]) == 0
-    assert main(["predict", str(out / "P.h5"), "--mc", "5", "--json"]) == 0
-    return out / "P.h5"
+    assert main(["predict", str(out / "P.hemalens"), "--mc", "5", "--json"]) == 0
+    return out / "P.hemalens"
 
 
 def _json(capsys) -> dict:
@@ -33,8 +33,8 @@ def _json(capsys) -> dict:
 
 
 def test_explain_stores_maps_and_reuses_the_cache(predicted, tmp_path, capsys):
-    project = tmp_path / "P.h5"
-    shutil.copy(predicted, project)
+    project = tmp_path / "P.hemalens"
+    shutil.copytree(predicted, project)
     capsys.readouterr()
     assert main(["explain", str(project), "--method", "saliency", "--cells", "0,1,2",
                  "--json"]) == 0
@@ -47,8 +47,8 @@ def test_explain_stores_maps_and_reuses_the_cache(predicted, tmp_path, capsys):
                                                 np.arange(3), model_created=str(meta["created"]))
     assert computed.all() and maps.shape[0] == 3 and np.isfinite(maps).all()
     assert np.abs(maps).sum(axis=(1, 2)).min() > 0  # a real map, not zeros
-    with h5py.File(project) as f:  # predicted class by default: the stored prediction
-        predicted_codes = f[f"predictions/{meta['name']}/predicted"][:3]
+    # predicted class by default: the stored prediction
+    predicted_codes = read_predictions(project, meta["name"])[0]["predicted"][:3]
     np.testing.assert_array_equal(targets, predicted_codes)
     assert main(["explain", str(project), "--method", "saliency", "--cells", "0,1,2,3",
                  "--json"]) == 0
@@ -57,8 +57,8 @@ def test_explain_stores_maps_and_reuses_the_cache(predicted, tmp_path, capsys):
 
 
 def test_a_new_model_invalidates_the_cache(predicted, tmp_path, capsys):
-    project = tmp_path / "P.h5"
-    shutil.copy(predicted, project)
+    project = tmp_path / "P.hemalens"
+    shutil.copytree(predicted, project)
     assert main(["explain", str(project), "--method", "occlusion", "--cells", "4,5",
                  "--json"]) == 0
     capsys.readouterr()
@@ -82,12 +82,12 @@ def test_bad_selection_names_the_file(predicted, capsys):
     capsys.readouterr()
     assert main(["explain", str(predicted), "--method", "saliency", "--cells", "99999"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "P.h5" in err and "99999" in err
+    assert "P.hemalens" in err and "99999" in err
 
 
 def test_meta_explanations_write_grid_clusters_and_json(predicted, tmp_path, capsys):
-    project = tmp_path / "P.h5"
-    shutil.copy(predicted, project)
+    project = tmp_path / "P.hemalens"
+    shutil.copytree(predicted, project)
     capsys.readouterr()
     code = main(["explain", str(project), "--meta", "--method", "saliency",
                  "--out", str(tmp_path / "meta"), "--json"])
@@ -104,8 +104,8 @@ def test_meta_explanations_write_grid_clusters_and_json(predicted, tmp_path, cap
 
 
 def test_lime_can_explain_the_mc_dropout_mean(predicted, tmp_path, capsys):
-    project = tmp_path / "P.h5"
-    shutil.copy(predicted, project)
+    project = tmp_path / "P.hemalens"
+    shutil.copytree(predicted, project)
     _, meta = load_model(project)
     stamp = str(meta["created"])
     capsys.readouterr()
@@ -125,8 +125,8 @@ def test_lime_can_explain_the_mc_dropout_mean(predicted, tmp_path, capsys):
 
 
 def test_any_class_on_request_and_png_export(predicted, tmp_path, capsys):
-    project = tmp_path / "P.h5"
-    shutil.copy(predicted, project)
+    project = tmp_path / "P.hemalens"
+    shutil.copytree(predicted, project)
     _, meta = load_model(project)
     other = meta["class_names"][1]
     capsys.readouterr()

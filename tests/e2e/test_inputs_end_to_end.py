@@ -88,7 +88,7 @@ def test_bad_inputs_in_one_batch_each_get_a_reason_and_the_rest_goes_on(tmp_path
              "sixteen_bit.png", "a_folder"]
     code, report = _segment(["--manifest", str(manifest), *[str(tmp_path / n) for n in names],
                              "--pixel-size", "0.3", "--wavelength", "528",
-                             "-o", str(tmp_path / "P.h5")], capsys)
+                             "-o", str(tmp_path / "P.hemalens")], capsys)
     assert code == 1
     errors = {Path(f["path"]).name: f["error"] for f in report["failed_inputs"]}
     assert set(errors) == set(names) - {"rgba.png"} | {"not_there.tif", "rgba.png"}
@@ -99,7 +99,7 @@ def test_bad_inputs_in_one_batch_each_get_a_reason_and_the_rest_goes_on(tmp_path
     # good.tif only: the NaN frame fails its file while its block is being read, so no
     # frame of that file reaches the project.
     assert report["cells"] == 10
-    with Project.open(tmp_path / "P.h5") as p:
+    with Project.open(tmp_path / "P.hemalens") as p:
         status = dict(zip([Path(f).name for f in p.inputs["file"]], p.inputs["status"],
                           strict=True))
         assert status["good.tif"] == "ok" and status["not_there.tif"] == "failed"

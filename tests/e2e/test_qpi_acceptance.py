@@ -32,8 +32,8 @@ def _segment(sim: Path, modality: str, project: Path, capsys) -> dict:
 
 
 def test_phase_path_against_ground_truth(sim, tmp_path, capsys):
-    report = _segment(sim, "phase", tmp_path / "P.h5", capsys)
-    score = score_segmentation(sim / "truth.csv", tmp_path / "P.h5")
+    report = _segment(sim, "phase", tmp_path / "P.hemalens", capsys)
+    score = score_segmentation(sim / "truth.csv", tmp_path / "P.hemalens")
     assert report["frames"] == 300
     assert score["target_leukocytes"] > 1000
     assert score["recall"] >= 0.98, score
@@ -45,7 +45,7 @@ def test_phase_path_against_ground_truth(sim, tmp_path, capsys):
 
 
 def test_hologram_path_matches_phase_path(sim, tmp_path, capsys):
-    phase = _segment(sim, "phase", tmp_path / "P.h5", capsys)
+    phase = _segment(sim, "phase", tmp_path / "P.hemalens", capsys)
     holo = _segment(sim, "hologram", tmp_path / "H.h5", capsys)
     assert abs(holo["cells"] - phase["cells"]) / phase["cells"] <= 0.02, (holo, phase)
     score = score_segmentation(sim / "truth.csv", tmp_path / "H.h5")

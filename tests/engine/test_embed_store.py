@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import tree_digest
 
 from hemalens.engine.embed import store
 from hemalens.engine.embed.network import EmbeddingNet, EmbeddingSpec
@@ -57,12 +57,12 @@ def make_project(path: Path, *, labels=None, qc=None, regions: int = 6, phase=Fa
 
 
 def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return tree_digest(path)
 
 
 @pytest.fixture()
 def project(tmp_path):
-    return make_project(tmp_path / "p.h5")
+    return make_project(tmp_path / "p.hemalens")
 
 
 def small_net(seed: int = 0) -> EmbeddingNet:
@@ -90,8 +90,7 @@ def test_round_trip(project):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     x = easy_cells()[0][:3]
     np.testing.assert_array_equal(net.embed(x), loaded.embed(x))
-    with h5py.File(project, "r") as f:
-        g = f["embeddings/m1"]
+    with h5py.File(project / "derived/embeddings/m1.h5", "r") as g:
         assert g["embedding"].dtype == np.float32 and g["embedding"].shape == (n, 16)
         assert g["projection"].dtype == np.float32 and g["fold"].dtype == np.int8
         assert all(ds.dtype == np.float32 for ds in g["weights"].values()
@@ -140,20 +139,17 @@ def test_wrong_shapes_write_nothing(project):
 
 def test_failed_write_leaves_the_file(project, monkeypatch):
     before = digest(project)
-    real = store.atomic_update
+    real = store.write_weights
 
-    def failing(path, modify):
-        def boom(tmp):
-            modify(tmp)  # the whole model is written into the copy ...
-            raise OSError("disk full")  # ... and then the write fails
+    def failing(g, weights):
+        real(g, weights)  # the weights are in the temporary file ...
+        raise OSError(28, "No space left on device")  # ... and then the disk fills up
 
-        return real(path, boom)
-
-    monkeypatch.setattr(store, "atomic_update", failing)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(store, "write_weights", failing)
+    with pytest.raises(ProjectError, match="no space left on device"):
         save_embedding_model(project, "m", small_net(), embedding=np.zeros((72, 16)))
     assert digest(project) == before
-    assert sorted(p.name for p in project.parent.iterdir()) == ["p.h5"]  # no temp left
+    assert list((project / "derived/embeddings").iterdir()) == []  # no temp left
     with pytest.raises(ProjectError, match="has no embedding models"):
         load_embedding_model(project)
 
@@ -185,14 +181,13 @@ def test_embed_train_project_stores_everything(tmp_path):
     qc[0] = False  # a QC failure: never embedded
     labels = easy_cells()[1].copy()
     labels[1] = -1  # unlabelled but QC-passed: embedded, not trained on
-    path = make_project(tmp_path / "p.h5", labels=labels, qc=qc)
+    path = make_project(tmp_path / "p.hemalens", labels=labels, qc=qc)
     res = embed_train_project(path, name="emb", **KW)
     json.dumps(res)  # JSON-ready
     assert res["model"] == "emb" and res["cells"] == 70 and res["embedded"] == 71
     assert res["regions"] == 6 and len(res["folds"]) == 3
     assert set(res["classes"]) == set(CLASSES)
-    with h5py.File(path, "r") as f:
-        g = f["embeddings/emb"]
+    with h5py.File(path / "derived/embeddings/emb.h5", "r") as g:
         emb, proj, fold = g["embedding"][()], g["projection"][()], g["fold"][()]
         assert json.loads(g.attrs["config_json"])["loss"] == "tml"
         assert json.loads(g.attrs["metrics_json"])["mean_f1"] == res["mean_f1"]
@@ -225,11 +220,11 @@ def test_cancel_leaves_project_untouched(project):
     with pytest.raises(Cancelled):
         embed_train_project(project, progress=Cancel(), **KW)
     assert digest(project) == before
-    assert sorted(p.name for p in project.parent.iterdir()) == ["p.h5"]
+    assert sorted(p.name for p in project.parent.iterdir()) == ["p.hemalens"]
 
 
 def test_phase_projects_train_with_replicated_channels(tmp_path):
-    path = make_project(tmp_path / "phase.h5", phase=True)
+    path = make_project(tmp_path / "phase.hemalens", phase=True)
     res = embed_train_project(path, **KW)
     assert res["embedded"] == 72
 
@@ -243,7 +238,7 @@ def test_phase_projects_train_with_replicated_channels(tmp_path):
     ],
 )
 def test_bad_projects_raise_one_line(tmp_path, setup, match):
-    path = make_project(tmp_path / "bad.h5", **setup)
+    path = make_project(tmp_path / "bad.hemalens", **setup)
     before = digest(path)
     with pytest.raises(ProjectError, match=match) as err:
         embed_train_project(path, **KW)
@@ -252,7 +247,7 @@ def test_bad_projects_raise_one_line(tmp_path, setup, match):
 
 
 def test_relabelled_cells_train_with_current_labels(tmp_path):
-    path = make_project(tmp_path / "p.h5")
+    path = make_project(tmp_path / "p.hemalens")
     relabel(path, np.arange(24), None, user="test")  # remove one class entirely
     res = embed_train_project(path, **KW)
     assert set(res["classes"]) == {"lymphocyte", "monocyte"} and res["cells"] == 48
@@ -262,7 +257,7 @@ def test_pli_session_file_joins_training(tmp_path):
     from hemalens.engine.embed.pli import PLIEdit, PLISession
     from hemalens.engine.workflows.embed import pli_rows
 
-    path = make_project(tmp_path / "p.h5")
+    path = make_project(tmp_path / "p.hemalens")
     pts = np.random.default_rng(0).normal(size=(72, 2))
     session = PLISession(pts, cell_ids=np.arange(72))
     session.add(PLIEdit(cells=np.arange(0, 72, 4), kind="shift", vector=(5.0, 0.0)))

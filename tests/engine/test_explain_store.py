@@ -1,15 +1,13 @@
-"""Explanation cache in the project file: round trip, merge, invalidation, atomicity."""
+"""Explanation cache in the project: round trip, merge, segments, invalidation, atomicity."""
 
 from __future__ import annotations
-
-import hashlib
 
 import h5py
 import numpy as np
 import pytest
+from conftest import tree_digest
 
 from hemalens.engine.errors import ProjectError
-from hemalens.engine.explain import store as storemod
 from hemalens.engine.explain.store import (
     cached_cells,
     drop_explanations,
@@ -27,7 +25,7 @@ SETTINGS = {"seed": 0}
 @pytest.fixture
 def project(tmp_path):
     rng = np.random.default_rng(0)
-    path = tmp_path / "p.h5"
+    path = tmp_path / "p.hemalens"
     with ProjectWriter(path, patch_kind="phase", patch_shape=(S, S), classes=CLASSES) as w:
         w.add_input({"file": "a.tif"})
         w.append({"input_id": np.zeros(N, int), "given_label": rng.integers(0, 4, N)},
@@ -39,8 +37,7 @@ def _maps(n, seed=0, scale=1.0):
     return (scale * np.random.default_rng(seed).normal(size=(n, S, S))).astype(np.float32)
 
 
-def _digest(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+CACHE = "derived/explanations/lenet5/lime"
 
 
 def _write(project, ids, maps, targets=None, *, stamp=STAMP, settings=SETTINGS, method="lime"):
@@ -80,11 +77,13 @@ def test_round_trip_any_magnitude(project):
     assert np.isnan(again[1]).all()
     with Project.open(project) as p:  # an open Project works too
         assert cached_cells(p, "lenet5", "lime", STAMP).tolist() == [2, 3, 4, 7, 15]
-    with h5py.File(project, "r") as f:  # plain HDF5 layout
-        g = f["explanations/lenet5/lime"]
-        assert g["maps"].dtype == np.float16 and g["maps"].shape == (N, S, S)
+    segs = sorted((project / CACHE).iterdir())
+    assert [q.name for q in segs] == ["seg-000001.h5"]
+    with h5py.File(segs[0], "r") as g:  # plain HDF5 layout: the cells written, nothing more
+        assert g["cell_id"][()].tolist() == [2, 3, 4, 7, 15]
+        assert g["maps"].dtype == np.float16 and g["maps"].shape == (5, S, S)
         assert g["maps"].chunks == (1, S, S)
-        assert g["target"].dtype == np.int16 and g["computed"].dtype == bool
+        assert g["target"].dtype == np.int16 and g["scale"].dtype == np.float32
         assert g.attrs["model_created"] == STAMP and g.attrs["settings_json"] == '{"seed": 0}'
         assert g.attrs["created"] and list(g.attrs["map_shape"]) == [S, S]
 
@@ -125,21 +124,44 @@ def test_invalidation_when_the_model_or_settings_change(project):
     assert comp.tolist() == [False, True] and maps.shape == (2, 4, 4)
 
 
-def test_failure_mid_write_leaves_the_file_unchanged(project, monkeypatch):
+def test_failure_mid_write_leaves_the_cache_unchanged(project, monkeypatch):
     _write(project, [0, 1], _maps(2))
-    before = _digest(project)
-    real = storemod._write_rows
+    before = tree_digest(project)
+    real = h5py.Group.create_dataset
 
-    def half_then_fail(*args, **kwargs):
-        real(*args, **kwargs)  # the copy is already changed when the error comes
-        raise OSError("disk full")
+    def half_then_fail(self, name, *args, **kwargs):
+        if name == "target":  # maps and scales are in the temporary file already
+            raise OSError(28, "No space left on device")
+        return real(self, name, *args, **kwargs)
 
-    monkeypatch.setattr(storemod, "_write_rows", half_then_fail)
-    with pytest.raises(OSError, match="disk full"):
-        _write(project, [1, 2, 3], _maps(3, 9), stamp="2025-01-01T00:00:00.000+00:00")
-    assert _digest(project) == before
-    assert list(project.parent.iterdir()) == [project]  # no temporary file left behind
+    monkeypatch.setattr(h5py.Group, "create_dataset", half_then_fail)
+    with pytest.raises(ProjectError, match="no space left on device; the cache is unchanged"):
+        _write(project, [1, 2, 3], _maps(3, 9))
+    monkeypatch.undo()
+    assert tree_digest(project) == before
+    assert [q.name for q in (project / CACHE).iterdir()] == ["seg-000001.h5"]
     assert cached_cells(project, "lenet5", "lime", STAMP).tolist() == [0, 1]
+
+
+def test_many_small_writes_merge_into_few_segments_and_newest_wins(project):
+    """Every write appends (no copy of what is stored); four segments of a size class merge."""
+    rng = np.random.default_rng(5)
+    want = {}
+    for k in range(40):
+        ids = np.sort(rng.choice(N, size=3, replace=False))
+        maps = _maps(3, seed=100 + k)
+        _write(project, ids, maps, [k % 4] * 3)
+        for i, m in zip(ids, maps, strict=True):
+            want[int(i)] = (m, k % 4)
+        segs = sorted((project / CACHE).iterdir())
+        assert len(segs) <= 8, [q.name for q in segs]  # at most 3 per size class
+    ids = np.array(sorted(want))
+    got, tgt, comp = read_explanations(project, "lenet5", "lime", ids, model_created=STAMP)
+    assert comp.all()
+    for g, i, t in zip(got, ids, tgt, strict=True):
+        m, target = want[int(i)]
+        np.testing.assert_allclose(g, m, atol=np.abs(m).max() * 2**-11)
+        assert t == target
 
 
 def test_drop(project):
@@ -150,8 +172,7 @@ def test_drop(project):
     assert drop_explanations(project, "lenet5") == 1
     assert cached_cells(project, "alexnet", "lime", STAMP).tolist() == [2]
     assert drop_explanations(project) == 1
-    with h5py.File(project, "r") as f:
-        assert len(f["explanations"]) == 0
+    assert list((project / "derived/explanations").iterdir()) == []
 
 
 def test_bad_inputs(project, tmp_path):
@@ -173,8 +194,7 @@ def test_bad_inputs(project, tmp_path):
         _write(project, [0], _maps(1), settings={"f": object()})
     with pytest.raises(ValueError, match="targets"):
         _write(project, [0], _maps(1), targets=[0.5])
-    with h5py.File(project, "r") as f:  # nothing was written
-        assert len(f.get("explanations", {})) == 0
+    assert list((project / "derived/explanations").iterdir()) == []  # nothing was written
     other = tmp_path / "notes.h5"
     with h5py.File(other, "w") as f:
         f["x"] = 1

@@ -10,8 +10,10 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import tree_digest
 
 from hemalens.engine.errors import ProjectError
+from hemalens.engine.explain.store import write_explanations
 from hemalens.engine.models import (
     ModelSpec,
     build_model,
@@ -24,6 +26,9 @@ from hemalens.engine.models import (
 )
 from hemalens.engine.models import store as store_mod
 from hemalens.engine.project import Project, ProjectWriter
+from hemalens.engine.project.derived import item_names
+from hemalens.engine.project.model_index import active_model
+from hemalens.engine.review.predictions import write_predictions
 from hemalens.engine.train import TrainConfig, TrainResult
 
 CLASSES = ["lymphocyte", "monocyte", "neutrophil", "eosinophil"]
@@ -59,7 +64,7 @@ def fake_result(arch: str = "lenet5", seed: int = 0, size: int = 32) -> TrainRes
 
 @pytest.fixture()
 def project(tmp_path) -> Path:
-    return make_project(tmp_path / "P.h5")
+    return make_project(tmp_path / "P.hemalens")
 
 
 def test_save_load_round_trip(project):
@@ -96,9 +101,8 @@ def test_save_load_round_trip(project):
 def test_file_layout_is_plain_named_float32_tensors(project):
     res = fake_result()
     save_model(project, "m1", res, CLASSES)
-    with h5py.File(project, "r") as f:
-        g = f["models/m1"]
-        assert f["models"].attrs["active"] == "m1"
+    assert active_model(project) == "m1"
+    with h5py.File(project / "derived" / "models" / "m1.h5", "r") as g:
         assert set(g["weights"]) == set(res.model.state_dict())
         for key, ds in g["weights"].items():
             assert ds.dtype == np.float32, key
@@ -118,7 +122,7 @@ def test_file_layout_is_plain_named_float32_tensors(project):
 
 
 def test_alexnet_round_trip_through_project(tmp_path):
-    project = make_project(tmp_path / "A.h5")
+    project = make_project(tmp_path / "A.hemalens")
     res = fake_result("alexnet", size=64)
     save_model(project, "alex", res, CLASSES)
     model, meta = load_model(project, "alex")
@@ -150,20 +154,21 @@ def test_several_models_and_active_switching(project):
     names = [r["name"] for r in list_models(project)]
     assert names == ["a", "b"]
     assert load_model(project)[1]["name"] in names  # some remaining model is active
-    with h5py.File(project, "r") as f:
-        assert f["models"].attrs["active"] in names
+    assert active_model(project) in names
 
 
 def test_deleting_a_model_drops_its_predictions_and_explanations(project):
     save_model(project, "a", fake_result(seed=1), CLASSES)
     save_model(project, "b", fake_result(seed=2), CLASSES)
-    with h5py.File(project, "r+") as f:  # stand-ins for what predict / explain store
-        for group in ("predictions", "explanations"):
-            for name in ("a", "b"):
-                f.require_group(group).create_group(name)
+    n = 24
+    for name in ("a", "b"):  # what predict / explain store
+        write_predictions(project, name, {"predicted": np.zeros(n, np.int16)}, {})
+        write_explanations(project, name, "saliency", [0, 1], np.ones((2, 50, 50)), [0, 0],
+                           model_created="t")
     delete_model(project, "b")
-    with h5py.File(project, "r") as f:
-        assert list(f["predictions"]) == ["a"] and list(f["explanations"]) == ["a"]
+    assert item_names(project, "predictions") == ["a"]
+    assert item_names(project, "explanations") == ["a"]
+    assert item_names(project, "models") == ["a"]
 
 
 def test_update_model_sets_temperature_and_merges_metrics(project):
@@ -205,15 +210,15 @@ def test_project_without_models_raises_project_error(project):
 def test_not_a_project(tmp_path):
     bad = tmp_path / "x.h5"
     bad.write_bytes(b"not hdf5")
-    with pytest.raises(ProjectError, match="not an HDF5 file"):
+    with pytest.raises(ProjectError, match="not a HemaLens project"):
         load_model(bad)
-    with pytest.raises(ProjectError, match="not an HDF5 file"):
+    with pytest.raises(ProjectError, match="not a HemaLens project"):
         save_model(bad, "m", fake_result(), CLASSES)
     assert bad.read_bytes() == b"not hdf5"
 
 
 def test_bad_arguments_write_nothing(project):
-    before = project.read_bytes()
+    before = tree_digest(project)
     with pytest.raises(ValueError, match="3 class names for a model with 4 outputs"):
         save_model(project, "m", fake_result(), CLASSES[:3])
     with pytest.raises(ValueError, match="invalid model name"):
@@ -224,27 +229,23 @@ def test_bad_arguments_write_nothing(project):
         save_model(project, "m", fake_result(), CLASSES, extra={"f": object()})
     with pytest.raises(ValueError, match="indexes beyond"):
         save_model(project, "m", fake_result(), CLASSES, cell_ids=np.arange(5))
-    assert project.read_bytes() == before
+    assert tree_digest(project) == before
 
 
 def test_failure_while_writing_leaves_project_byte_identical(project, monkeypatch):
     save_model(project, "old", fake_result(seed=1), CLASSES)
-    before = project.read_bytes()
-    calls = {"n": 0}
-    real = store_mod.iso_utc
+    before = tree_digest(project)
+    real = store_mod.write_weights
 
-    def flaky(*args):
-        calls["n"] += 1
-        if calls["n"] == 2:  # the second stamp is taken inside the copy, after the weights
-            raise OSError("disk full")
-        return real(*args)
+    def flaky(g, weights):
+        real(g, weights)  # the weights are in the temporary file ...
+        raise OSError(28, "No space left on device")  # ... when the disk fills up
 
-    monkeypatch.setattr(store_mod, "iso_utc", flaky)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(store_mod, "write_weights", flaky)
+    with pytest.raises(ProjectError, match="no space left on device; the project is unchanged"):
         save_model(project, "new", fake_result(seed=2), CLASSES)
-    assert calls["n"] == 2
-    assert project.read_bytes() == before
-    assert sorted(p.name for p in project.parent.iterdir()) == ["P.h5"]  # no temp file left
+    assert tree_digest(project) == before
+    assert [p.name for p in (project / "derived" / "models").iterdir()] == ["old.h5"]
 
 
 def test_fitted_arrays_are_stored_with_the_model(project):

@@ -6,7 +6,6 @@ import csv
 import json
 from datetime import datetime
 
-import h5py
 import numpy as np
 import pytest
 
@@ -36,12 +35,12 @@ def project(tmp_path):
         "circularity": rng.uniform(0.6, 1, n).astype(np.float32),
         "qc_pass": np.array([True] * 12 + [False] * 6),
         "qc_reason": np.array([""] * 12 + ["border", "border", "too_small", "nan", "nan", "nan"]),
-        "given_label": np.array([0, 0, 0, 1, 1, 2, -1, -1, 0, 2, 1, 0, -1, 0, 0, 1, 1, -1]),
-        "original_label": np.array([0] * 18),
+        "original_label": np.array([0, 0, 0, 1, 1, 2, -1, -1, 0, 2, 1, 0, -1, 0, 0, 1, 1, -1]),
         "score": rng.random(n),
     }
     truth["x"][4] = np.nan
-    path = tmp_path / "p.h5"
+    truth["given_label"] = truth["original_label"]  # before any edit
+    path = tmp_path / "p.hemalens"
     with ProjectWriter(path, patch_kind="phase", patch_shape=(S, S), classes=CLASSES) as w:
         for f in FILES:
             w.add_input({"file": f, "path": "/abs/" + f})
@@ -79,7 +78,7 @@ def test_csv_columns_and_values(project, tmp_path):
     assert col["qc_reason"] == t["qc_reason"].tolist()
     names = ["", *CLASSES]
     assert col["given_label"] == [names[c + 1] for c in t["given_label"]]
-    assert col["original_label"] == ["lymphocyte"] * 18
+    assert col["original_label"] == col["given_label"]
     assert col["input_id"] == [str(v) for v in t["input_id"]]
     assert col["touches_border"] == ["false"] * 18
 
@@ -90,6 +89,7 @@ def test_csv_shows_relabelled_names(project, tmp_path):
     export_cells_csv(path, tmp_path / "c.csv")
     header, rows = read_csv(tmp_path / "c.csv")
     assert rows[6][header.index("given_label")] == "basophil"
+    assert rows[6][header.index("original_label")] == ""  # the import's label stays
 
 
 def test_csv_is_atomic(project, tmp_path, monkeypatch):
@@ -111,12 +111,12 @@ def test_csv_is_atomic(project, tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         export_cells_csv(path, out)
     assert out.read_text() == "previous export\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cells.csv", "p.h5"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cells.csv", "p.hemalens"]
     monkeypatch.undo()
     with pytest.raises(ProjectError, match="does not exist"):
         export_cells_csv(path, tmp_path / "nowhere" / "c.csv")
-    with pytest.raises(ProjectError, match="no such file"):
-        export_cells_csv(tmp_path / "none.h5", tmp_path / "c.csv")
+    with pytest.raises(ProjectError, match="no such project"):
+        export_cells_csv(tmp_path / "none.hemalens", tmp_path / "c.csv")
 
 
 def test_project_info_counts(project):
@@ -125,7 +125,7 @@ def test_project_info_counts(project):
     info = project_info(path)
     json.dumps(info)  # JSON-ready
     assert info["project"] == str(path)
-    assert info["schema_version"] == 1 and info["patch_kind"] == "phase"
+    assert info["schema_version"] == 2 and info["patch_kind"] == "phase"
     assert info["patch_shape"] == [S, S]
     assert info["objects"] == 18 and info["cells"] == 12
     assert info["rejected"] == {"border": 2, "nan": 3, "too_small": 1}
@@ -136,7 +136,10 @@ def test_project_info_counts(project):
     assert info["classes"]["eosinophil"] == 0  # every class listed, even when empty
     assert info["labelled"] == int((given >= 0).sum()) == 16
     assert info["history_rows"] == 2
-    assert info["size_bytes"] == path.stat().st_size
+    parts = ("cells.h5", "annotations.sqlite", "hemalens-project.json")
+    assert info["size_bytes"] >= sum((path / f).stat().st_size for f in parts)  # the folder
+    assert info["decisions"]["relabelled"] == 2 and info["decisions"]["undecided"] == 16
+    assert info["signed_off"] == [] and info["read_only"] is True
     assert datetime.fromisoformat(info["modified"]) >= datetime.fromisoformat(info["created"])
     assert set(info) >= {
         "project", "schema_version", "patch_kind", "objects", "cells", "rejected", "inputs",
@@ -149,12 +152,16 @@ def test_project_info_counts(project):
 
 def test_project_info_lists_stored_results(project):
     path, _ = project
-    with h5py.File(path, "r+") as f:  # what train / predict / explain / embed train store
-        f.create_group("models/m1/weights")
-        f["models/m1"].attrs["created"] = "2026-01-01T00:00:00+00:00"
-        f.create_group("predictions/m1")
-        f.create_dataset("explanations/m1/lime/computed", data=np.array([1, 0, 1], bool))
-        f.create_group("embeddings/e1")
+    from hemalens.engine.explain.store import write_explanations
+    from hemalens.engine.project.derived import write_item
+
+    def stand_in(g):  # what train / predict / embed train store
+        g.attrs["created"] = "2026-01-01T00:00:00+00:00"
+
+    for kind, name in (("models", "m1"), ("predictions", "m1"), ("embeddings", "e1")):
+        write_item(path, kind, name, stand_in)
+    write_explanations(path, "m1", "lime", [0, 2], np.ones((2, S, S)), [0, 0],
+                       model_created="x")
     info = project_info(path)
     assert info["models"] == ["m1"] and info["active_model"] == "m1"
     assert info["predictions"] == ["m1"] and info["embeddings"] == ["e1"]

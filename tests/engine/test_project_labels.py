@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 from datetime import UTC, datetime, timedelta, timezone
 
-import h5py
 import numpy as np
 import pytest
 
 from hemalens.engine.errors import ProjectError
-from hemalens.engine.project import atomic, labels
+from hemalens.engine.project import annotations
 from hemalens.engine.project.labels import relabel
 from hemalens.engine.project.store import Project, ProjectWriter
 
@@ -24,7 +22,7 @@ GIVEN = np.array([0, 0, 1, 2, -1, -1, 1, 0, 2, 2, -1, 1])
 
 @pytest.fixture
 def project(tmp_path):
-    path = tmp_path / "p.h5"
+    path = tmp_path / "p.hemalens"
     with ProjectWriter(path, patch_kind="phase", patch_shape=(S, S), classes=CLASSES) as w:
         w.append(
             {"given_label": GIVEN, "original_label": GIVEN},
@@ -34,7 +32,12 @@ def project(tmp_path):
 
 
 def digest(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """Hash of the project's data files (SQLite's -wal/-shm come and go with connections)."""
+    h = hashlib.sha256()
+    for f in sorted(path.rglob("*")):
+        if f.is_file() and not f.name.endswith(("-wal", "-shm")):
+            h.update(str(f.relative_to(path)).encode() + f.read_bytes())
+    return h.hexdigest()
 
 
 def test_relabel_writes_history_for_changed_cells_only(project):
@@ -79,12 +82,15 @@ def test_history_accumulates_across_calls_and_reopen(project):
         assert abs(times[-1] - datetime.now(UTC)) < timedelta(minutes=5)
 
 
-def test_no_change_does_not_rewrite(project):
-    before, mtime = digest(project), project.stat().st_mtime_ns
+def test_no_change_of_label_is_recorded_as_a_confirmation(project):
     assert relabel(project, [0, 1, 7], "lymphocyte", user="ana") == 0
-    assert relabel(project, [4, 5], None, user="ana") == 0
+    with Project.open(project) as p:
+        assert p.history_rows == 0
+        assert p.decisions()[[0, 1, 7]].tolist() == [1, 1, 1]  # confirmed
+    before = digest(project)
+    assert relabel(project, [0, 1, 7], "lymphocyte", user="ana") == 0  # nothing new
     assert relabel(project, [], "monocyte", user="ana") == 0
-    assert digest(project) == before and project.stat().st_mtime_ns == mtime
+    assert digest(project) == before
 
 
 @pytest.mark.parametrize(
@@ -102,51 +108,43 @@ def test_bad_arguments_write_nothing(project, ids, label, user, match):
     with pytest.raises(ValueError, match=match):
         relabel(project, ids, label, user=user)
     assert digest(project) == before
-    assert [p.name for p in project.parent.iterdir()] == ["p.h5"]
+    assert [p.name for p in project.parent.iterdir()] == ["p.hemalens"]
 
 
 def test_failure_mid_relabel_leaves_original(project, monkeypatch):
-    before = digest(project)
+    """A failure inside the transaction (after the rows were written) rolls it all back."""
+    real_record = annotations.AnnotationStore._record
     seen = {}
-    real_apply = labels._apply
 
-    def apply_then_crash(tmp, *args):
-        seen["tmp"] = tmp
-        assert tmp.exists() and tmp.parent == project.parent and tmp != project
-        real_apply(tmp, *args)  # the copy is fully modified ...
-        with h5py.File(tmp, "r") as f:
-            seen["modified_copy"] = f["labels/history/cell_id"].shape[0]
-        raise OSError("power cut")  # ... but never moved into place
+    def record_then_crash(self, conn, *args):
+        seen["action"] = real_record(self, conn, *args)  # rows written in the transaction
+        raise OSError("power cut")  # ... but never committed
 
-    monkeypatch.setattr(labels, "_apply", apply_then_crash)
+    monkeypatch.setattr(annotations.AnnotationStore, "_record", record_then_crash)
     with pytest.raises(OSError, match="power cut"):
         relabel(project, [4, 5], "monocyte", user="ana")
-    assert seen["modified_copy"] == 2
-    assert not seen["tmp"].exists()
-    assert digest(project) == before
-    assert [p.name for p in project.parent.iterdir()] == ["p.h5"]
+    assert seen["action"] == 1
     with Project.open(project) as p:
         np.testing.assert_array_equal(p.cells["given_label"], GIVEN)
-        assert p.history_rows == 0
+        assert p.history_rows == 0 and (p.decisions() == 0).all()
 
 
 def test_not_a_project(tmp_path):
     bad = tmp_path / "x.h5"
     bad.write_text("hello")
-    with pytest.raises(ProjectError, match="not an HDF5 file"):
+    with pytest.raises(ProjectError, match="not a HemaLens project"):
         relabel(bad, [0], "a", user="ana")
-    with pytest.raises(ProjectError, match="no such file"):
-        relabel(tmp_path / "none.h5", [0], "a", user="ana")
+    with pytest.raises(ProjectError, match="no such project"):
+        relabel(tmp_path / "none.hemalens", [0], "a", user="ana")
 
 
 def test_read_only_project(project, monkeypatch):
     before = digest(project)
-    # os.access stands in for a read-only file (chmod does not stop root, who may run CI)
-    monkeypatch.setattr(atomic.os, "access", lambda path, mode: mode != os.W_OK)
-    with pytest.raises(ProjectError, match="file is read-only"):
+    # stands in for a read-only folder (chmod does not stop root, who may run CI)
+    monkeypatch.setattr(annotations, "_writable", lambda path: False)
+    with pytest.raises(ProjectError, match="read-only"):
         relabel(project, [4], "monocyte", user="ana")
     assert digest(project) == before
-    assert [p.name for p in project.parent.iterdir()] == ["p.h5"]
 
 
 def test_project_relabel_reloads(project):
@@ -154,7 +152,7 @@ def test_project_relabel_reloads(project):
         assert p.relabel([10, 11], "neutrophil", user="ana", reason="bulk") == 2
         assert p.cells["given_label"][10] == 2 and p.cells["given_label"][11] == 2
         assert p.history()["cell_id"].tolist() == [10, 11]
-        assert p.image(11).shape == (S, S)  # the handle was reopened on the new file
+        assert p.image(11).shape == (S, S)
 
 
 def test_concurrent_relabels_do_not_lose_updates(project):

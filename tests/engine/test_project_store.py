@@ -82,7 +82,7 @@ def write_phase_project(path, *, seed=0, sizes=(7, 0, 40, 13), image_dtype="floa
 @pytest.mark.parametrize("flush_rows", [5, 2048])
 def test_round_trip_phase(tmp_path, monkeypatch, flush_rows):
     monkeypatch.setattr(store, "_FLUSH_ROWS", flush_rows)  # exercise one and many flushes
-    path = tmp_path / "p.h5"
+    path = tmp_path / "p.hemalens"
     t = write_phase_project(path)
     n = len(t["images"])
     with Project.open(path) as p:
@@ -100,6 +100,9 @@ def test_round_trip_phase(tmp_path, monkeypatch, flush_rows):
             assert got.dtype == np.dtype(dtype), name
             if name == "cell_id":
                 np.testing.assert_array_equal(got, np.arange(n))
+            elif name == "given_label":  # before any edit, the label is the imported one
+                want = np.concatenate([c["original_label"] for c in t["cells"]])
+                np.testing.assert_array_equal(got, want, err_msg=name)
             else:
                 want = np.concatenate([c[name] for c in t["cells"]])
                 np.testing.assert_array_equal(got, want, err_msg=name)
@@ -135,12 +138,14 @@ def test_round_trip_phase(tmp_path, monkeypatch, flush_rows):
         assert all(nm == (CLASSES[c] if c >= 0 else "") for nm, c in zip(names, codes, strict=True))
         assert p.label_names([-1, 2]).tolist() == ["", "neutrophil"]
         hist = p.history()
-        assert {k: len(v) for k, v in hist.items()} == dict.fromkeys(store.HISTORY_COLUMNS, 0)
+        assert {k: len(v) for k, v in hist.items()} == dict.fromkeys([*store.HISTORY_COLUMNS,
+                                                                     "op"], 0)
+        assert p.read_only  # opened "r": edits go through relabel() or a review session
 
 
 def test_float32_images_are_exact(tmp_path):
-    t = write_phase_project(tmp_path / "p.h5", image_dtype="float32", sizes=(5,))
-    with Project.open(tmp_path / "p.h5") as p:
+    t = write_phase_project(tmp_path / "p.hemalens", image_dtype="float32", sizes=(5,))
+    with Project.open(tmp_path / "p.hemalens") as p:
         np.testing.assert_array_equal(p.images(np.arange(5)), t["images"].astype(np.float32))
 
 
@@ -163,7 +168,9 @@ def test_round_trip_rgb_and_defaults(tmp_path):
         c = p.cells
         np.testing.assert_array_equal(c["x"], [0, 1, 2, 3, 0, 1, 2, 3, 4])
         np.testing.assert_array_equal(c["given_label"], [-1, -1, -1, -1, 1, 0, -1, 1, 1])
-        assert (c["original_label"] == -1).all() and (c["input_id"] == -1).all()
+        # a label given at import is the original label
+        np.testing.assert_array_equal(c["original_label"], c["given_label"])
+        assert (c["input_id"] == -1).all()
         assert c["qc_pass"].all() and (c["qc_reason"] == b"").all()
         assert np.isnan(c["diameter_um"]).all() and (c["frame"] == 0).all()
         assert p.label_names()[4:6].tolist() == ["erythroblast", "blast"]
@@ -244,16 +251,21 @@ def test_writer_argument_errors(tmp_path):
 
 
 def test_plain_hdf5_layout(tmp_path):
-    """The file reads with bare h5py: numbers and strings only, documented groups."""
-    path = tmp_path / "p.h5"
+    """cells.h5 reads with bare h5py: numbers and strings only, documented groups."""
+    path = tmp_path / "p.hemalens"
     write_phase_project(path, sizes=(20,))
+    assert sorted(q.name for q in path.iterdir()) == [
+        "README.txt", "annotations.sqlite", "cells.h5", "derived", "hemalens-project.json"]
+    marker = json.loads((path / "hemalens-project.json").read_text())
+    assert marker["format"] == FILE_FORMAT and marker["schema_version"] == SCHEMA_VERSION
+    assert sorted(q.name for q in (path / "derived").iterdir()) == [
+        "embeddings", "explanations", "models", "predictions"]
     seen = []
-    with h5py.File(path, "r") as f:
+    with h5py.File(path / "cells.h5", "r") as f:
         assert f["meta"].attrs["format"] == FILE_FORMAT
         assert f["meta/schema_version"][()] == SCHEMA_VERSION == f["meta"].attrs["schema_version"]
         assert json.loads(f["meta"].attrs["settings_json"])["threshold"] == 0.3
-        for g in ("predictions", "models", "explanations", "embeddings", "labels/history"):
-            assert isinstance(f[g], h5py.Group)
+        assert "given_label" not in f["cells"]  # the current label lives with the edits
         assert f["labels/classes"].asstr()[()].tolist() == CLASSES
 
         def visit(name, obj):
@@ -273,7 +285,7 @@ def test_plain_hdf5_layout(tmp_path):
         assert f["patches/raw"].dtype == np.float32
         assert f["cells/x"].maxshape == (None,) and f["cells/x"].compression == "gzip"
         assert f["cells/qc_pass"].dtype == bool
-    assert {f"cells/{c}" for c in CELL_COLUMNS} <= set(seen)
+    assert {f"cells/{c}" for c in CELL_COLUMNS if c != "given_label"} <= set(seen)
     assert {f"inputs/{c}" for c in INPUT_COLUMNS} <= set(seen)
 
 
@@ -281,10 +293,10 @@ def test_plain_hdf5_layout(tmp_path):
 
 
 def _truncated(tmp_path):
-    p = tmp_path / "cut.h5"
+    p = tmp_path / "cut.hemalens"
     write_phase_project(p, sizes=(30,))
-    data = p.read_bytes()
-    p.write_bytes(data[: len(data) // 2])
+    data = (p / "cells.h5").read_bytes()
+    (p / "cells.h5").write_bytes(data[: len(data) // 2])
     return p
 
 
@@ -296,11 +308,11 @@ def _foreign(tmp_path):
 
 
 def _newer(tmp_path):
-    p = tmp_path / "newer.h5"
+    p = tmp_path / "newer.hemalens"
     write_phase_project(p, sizes=(3,))
-    with h5py.File(p, "r+") as f:
-        f["meta/schema_version"][()] = SCHEMA_VERSION + 1
-        f["meta"].attrs["schema_version"] = SCHEMA_VERSION + 1
+    marker = json.loads((p / "hemalens-project.json").read_text())
+    marker["schema_version"] = SCHEMA_VERSION + 1
+    (p / "hemalens-project.json").write_text(json.dumps(marker))
     return p
 
 
@@ -317,48 +329,66 @@ def _empty(tmp_path):
 
 
 def _folder(tmp_path):
-    p = tmp_path / "folder.h5"
+    p = tmp_path / "folder.hemalens"
     p.mkdir()
+    (p / "holiday.jpg").write_bytes(b"x")
     return p
 
 
 def _missing_column(tmp_path):
-    p = tmp_path / "nocol.h5"
+    p = tmp_path / "nocol.hemalens"
     write_phase_project(p, sizes=(3,))
-    with h5py.File(p, "r+") as f:
+    with h5py.File(p / "cells.h5", "r+") as f:
         del f["cells/diameter_um"]
+    return p
+
+
+def _missing_cells(tmp_path):
+    p = tmp_path / "nocells.hemalens"
+    write_phase_project(p, sizes=(3,))
+    (p / "cells.h5").unlink()
+    return p
+
+
+def _bad_marker(tmp_path):
+    p = tmp_path / "marker.hemalens"
+    write_phase_project(p, sizes=(3,))
+    (p / "hemalens-project.json").write_text("{not json")
     return p
 
 
 @pytest.mark.parametrize(
     ("make", "reason"),
     [
-        (lambda t: t / "nope.h5", "no such file"),
+        (lambda t: t / "nope.hemalens", "no such project"),
         (_empty, "file is empty"),
-        (_truncated, "file is truncated"),
+        (_truncated, "damaged project: the cell data is truncated"),
         (_foreign, "not a HemaLens project"),
-        (_text, "not an HDF5 file"),
+        (_text, "not a HemaLens project (neither a project folder nor an HDF5"),
         (_newer, f"schema version {SCHEMA_VERSION + 1}, newer than"),
-        (_folder, "is a folder"),
-        (_missing_column, "corrupt project: cell columns ['diameter_um'] are missing"),
+        (_folder, "folder is not a HemaLens project"),
+        (_missing_column, "damaged project: cell columns ['diameter_um'] are missing"),
+        (_missing_cells, "damaged project: cells.h5 is missing"),
+        (_bad_marker, "damaged project: hemalens-project.json is unreadable"),
     ],
-    ids=["missing", "empty", "truncated", "foreign", "text", "newer", "folder", "no-column"],
+    ids=["missing", "empty", "truncated", "foreign", "text", "newer", "folder", "no-column",
+         "no-cells", "bad-marker"],
 )
 def test_open_errors(tmp_path, make, reason):
+    """One line naming the file; a damaged project is told apart from a foreign file."""
     path = make(tmp_path)
     with pytest.raises(ProjectError) as info:
         Project.open(path)
     msg = str(info.value)
-    assert msg.startswith(f"{path}: ") and reason in msg
+    assert msg.startswith(f"{path}") and reason in msg
     assert "\n" not in msg
-    assert info.value.path == str(path)
 
 
 def test_open_bad_mode_and_index(tmp_path):
-    write_phase_project(tmp_path / "p.h5", sizes=(4,))
+    write_phase_project(tmp_path / "p.hemalens", sizes=(4,))
     with pytest.raises(ValueError, match="mode"):
-        Project.open(tmp_path / "p.h5", mode="w")
-    with Project.open(tmp_path / "p.h5") as p:
+        Project.open(tmp_path / "p.hemalens", mode="w")
+    with Project.open(tmp_path / "p.hemalens") as p:
         for bad in (4, -1):
             with pytest.raises(IndexError):
                 p.image(bad)
@@ -376,12 +406,12 @@ def test_append_copies_caller_arrays(tmp_path):
     qc = np.array([True, False, True])
     imgs = np.full((3, S, S), 0.25, np.float16)  # already the storage dtype
     raw = np.ones((3, S, S), np.float32)
-    with ProjectWriter(tmp_path / "p.h5", patch_kind="phase", patch_shape=(S, S)) as w:
+    with ProjectWriter(tmp_path / "p.hemalens", patch_kind="phase", patch_shape=(S, S)) as w:
         w.append({"x": x, "qc_pass": qc}, imgs, raw)
         for a in (x, imgs, raw):
             a[...] = 9
         qc[:] = False
-    with Project.open(tmp_path / "p.h5") as p:
+    with Project.open(tmp_path / "p.hemalens") as p:
         np.testing.assert_array_equal(p.cells["x"], [0, 1, 2])
         np.testing.assert_array_equal(p.cells["qc_pass"], [True, False, True])
         assert (p.images([0, 1, 2]) == 0.25).all() and (p.raw(2) == 1).all()

@@ -1,4 +1,4 @@
-"""Predictions in the project file: atomic writes, reading, the default model, CSV export."""
+"""Predictions in the project: atomic writes, reading, the default model, CSV export."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import h5py
 import numpy as np
 import pytest
+from conftest import tree_digest
 
 from hemalens.engine.errors import ProjectError
 from hemalens.engine.project.export import export_cells_csv
@@ -22,7 +23,7 @@ N, K = 12, 4
 @pytest.fixture
 def project(tmp_path):
     rng = np.random.default_rng(0)
-    path = tmp_path / "p.h5"
+    path = tmp_path / "p.hemalens"
     with ProjectWriter(path, patch_kind="phase", patch_shape=(8, 8), classes=CLASSES) as w:
         w.add_input({"file": "a.tif"})
         w.append({"input_id": np.zeros(N, int), "given_label": rng.integers(0, K, N)},
@@ -73,10 +74,9 @@ def test_round_trip(project):
     with Project.open(project) as p:  # an open Project works too
         got2, _ = read_predictions(p, "lenet5-a")
         np.testing.assert_array_equal(got2["probs"], got["probs"])
-    with h5py.File(project, "r") as f:  # plain HDF5 layout
-        g = f["predictions/lenet5-a"]
+    with h5py.File(project / "derived/predictions/lenet5-a.h5", "r") as g:  # plain HDF5
         assert json.loads(g.attrs["attrs_json"])["temperature"] == 1.7
-        assert g.attrs["n_cells"] == N and f["predictions"].attrs["latest"] == "lenet5-a"
+        assert g.attrs["n_cells"] == N
         assert "description" in g["probs"].attrs and "description" in g["conf_mc_std"].attrs
 
 
@@ -94,20 +94,22 @@ def test_created_filled_in_and_replace(project):
     np.testing.assert_array_equal(got["probs"], cols2["probs"].astype(np.float32))
 
 
-def test_repeated_predictions_do_not_grow_the_file(tmp_path):
+def test_writing_predictions_never_touches_the_imported_data(tmp_path):
     n = 5000
-    path = tmp_path / "big.h5"
+    path = tmp_path / "big.hemalens"
     with ProjectWriter(path, patch_kind="phase", patch_shape=(4, 4), classes=CLASSES) as w:
         w.append({"given_label": np.zeros(n, int)}, np.zeros((n, 4, 4)))
-    write_predictions(path, "m", *fake_predictions(0, n=n))
-    size = path.stat().st_size
-    for seed in (1, 2, 3):
+    cells = (path / "cells.h5").stat()
+    for seed in (0, 1, 2, 3):
         write_predictions(path, "m", *fake_predictions(seed, n=n))
     got, _ = read_predictions(path)
     np.testing.assert_array_equal(got["mc_std"], fake_predictions(3, n=n)[0]["mc_std"]
                                   .astype(np.float32))
-    # the data (~330 kB a time) is overwritten in place; only metadata grows a little
-    assert path.stat().st_size - size < 3 * 8192
+    after = (path / "cells.h5").stat()
+    assert (after.st_ino, after.st_mtime_ns, after.st_size) == (
+        cells.st_ino, cells.st_mtime_ns, cells.st_size)
+    files = list((path / "derived/predictions").iterdir())
+    assert [f.name for f in files] == ["m.h5"]  # replaced whole: no growth, no leftovers
 
 
 def test_default_model_is_active_else_latest(project):
@@ -115,16 +117,20 @@ def test_default_model_is_active_else_latest(project):
     write_predictions(project, "a", cols, {**attrs, "created": "2024-01-02T00:00:00.000+00:00"})
     write_predictions(project, "b", cols, {**attrs, "created": "2024-01-03T00:00:00.000+00:00"})
     assert read_predictions(project)[1]["model"] == "b"
-    with h5py.File(project, "r+") as f:
-        f["models"].attrs["active"] = "a"
+    from hemalens.engine.project.bundle import ProjectPaths
+    from hemalens.engine.project.model_index import set_active_setting
+
+    paths = ProjectPaths(project)
+    (project / "derived/models/a.h5").write_bytes(b"")  # a model "a" exists and is active
+    set_active_setting(paths, "a")
     assert read_predictions(project)[1]["model"] == "a"
-    with h5py.File(project, "r+") as f:
-        f["models"].attrs["active"] = "no-predictions-yet"
+    (project / "derived/models/c.h5").write_bytes(b"")  # the active model has none yet
+    set_active_setting(paths, "c")
     assert read_predictions(project)[1]["model"] == "b"
 
 
 def test_wrong_length_and_bad_input_write_nothing(project):
-    before = project.read_bytes()
+    before = tree_digest(project)
     cols, attrs = fake_predictions(n=N + 1)
     with pytest.raises(ValueError, match=r"'predicted' has shape \(13,\).*project has 12 cells"):
         write_predictions(project, "m", cols, attrs)
@@ -141,33 +147,33 @@ def test_wrong_length_and_bad_input_write_nothing(project):
         write_predictions(project, "m", {}, attrs)
     with pytest.raises(ValueError, match="expected"):
         write_predictions(project, "m", {"x": np.zeros((N, 2, 2))}, attrs)
-    assert project.read_bytes() == before
-    with pytest.raises(ProjectError, match="no such file"):
-        write_predictions(project.parent / "none.h5", "m", good, attrs)
+    assert tree_digest(project) == before
+    with pytest.raises(ProjectError, match="no such project"):
+        write_predictions(project.parent / "none.hemalens", "m", good, attrs)
 
 
 def test_failure_midway_leaves_the_file_intact(project, monkeypatch):
     cols, attrs = fake_predictions(0)
     write_predictions(project, "m", cols, attrs)
-    before = project.read_bytes()
+    before = tree_digest(project)
     real = h5py.Group.create_dataset
     calls = []
 
     def failing(self, name, *args, **kwargs):
         calls.append(name)
-        if len(calls) == 2:  # the first new dataset is written, then the disk "fills up"
-            raise OSError("disk full")
+        if len(calls) == 2:  # the first new dataset is written, then the disk fills up
+            raise OSError(28, "No space left on device")
         return real(self, name, *args, **kwargs)
 
     monkeypatch.setattr(h5py.Group, "create_dataset", failing)
     cols2, _ = fake_predictions(1)
     cols2 = {f"new_{k}": v for k, v in cols2.items()}  # new names: forces create_dataset
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(ProjectError, match="m.h5: cannot save: no space left on device"):
         write_predictions(project, "m", cols2, attrs)
     monkeypatch.undo()
     assert len(calls) == 2
-    assert project.read_bytes() == before
-    assert [p.name for p in project.parent.iterdir()] == ["p.h5"]  # no temp file left
+    assert tree_digest(project) == before
+    assert [p.name for p in (project / "derived/predictions").iterdir()] == ["m.h5"]
     got, _ = read_predictions(project, "m")
     assert set(got) == set(cols)
 
@@ -175,10 +181,13 @@ def test_failure_midway_leaves_the_file_intact(project, monkeypatch):
 def test_corrupt_predictions_are_reported(project):
     cols, attrs = fake_predictions()
     write_predictions(project, "m", cols, attrs)
-    with h5py.File(project, "r+") as f:
-        del f["predictions/m/confidence"]
-        f["predictions/m"].create_dataset("confidence", data=np.zeros(5, np.float32))
-    with pytest.raises(ProjectError, match=r"p\.h5: corrupt predictions.*confidence"):
+    with h5py.File(project / "derived/predictions/m.h5", "r+") as f:
+        del f["confidence"]
+        f.create_dataset("confidence", data=np.zeros(5, np.float32))
+    with pytest.raises(ProjectError, match=r"m\.h5: damaged predictions.*confidence"):
+        read_predictions(project)
+    (project / "derived/predictions/m.h5").write_bytes(b"garbage")
+    with pytest.raises(ProjectError, match=r"m\.h5: damaged prediction file"):
         read_predictions(project)
 
 
@@ -215,23 +224,39 @@ def test_module_documents_the_columns():
         assert f"``{name}``" in doc, name
 
 
-def test_write_waits_for_a_relabel_of_the_same_file(project):
+def test_predictions_of_a_model_replaced_meanwhile_are_refused(project):
+    """A write that finds the project changed under it fails loudly instead of storing
+    predictions that no longer belong to the model."""
+    from hemalens.engine.project.bundle import ProjectPaths
+    from hemalens.engine.project.derived import write_item
+
+    def model(stamp):
+        return lambda g: g.attrs.update({"created": stamp})
+
+    write_item(ProjectPaths(project), "models", "m", model("t1"))
+    cols, attrs = fake_predictions()
+    write_predictions(project, "m", cols, {**attrs, "model_created": "t1"})
+    write_item(ProjectPaths(project), "models", "m", model("t2"))  # retrained meanwhile
+    with pytest.raises(ProjectError, match="replaced by a newer training"):
+        write_predictions(project, "m", cols, {**attrs, "model_created": "t1"})
+    assert read_predictions(project, "m")[1]["model_created"] == "t1"  # the old ones stay
+
+
+def test_a_relabel_and_a_predictions_write_never_block_or_lose_each_other(project):
     import threading
 
-    from hemalens.engine.project.atomic import path_lock
+    from hemalens.engine.project.bundle import project_lock
     from hemalens.engine.project.labels import relabel
 
     cols, attrs = fake_predictions()
-    lock = path_lock(project)
-    lock.acquire()  # as if relabel() were replacing the file right now
-    t = threading.Thread(target=write_predictions, args=(project, "m", cols, attrs))
-    t.start()
-    t.join(0.3)
-    assert t.is_alive()  # blocked: it would otherwise copy the file being replaced
-    lock.release()
+    with project_lock(project):  # as if a long write held the derived lock right now
+        t = threading.Thread(target=write_predictions, args=(project, "m", cols, attrs))
+        t.start()
+        t.join(0.3)
+        assert t.is_alive()  # the write waits for the lock ...
+        relabel(project, [0], "basophil", user="ana")  # ... an edit does not
     t.join(10)
     assert not t.is_alive()
-    relabel(project, [0], "basophil", user="ana")  # and the two changes both survive
     with Project.open(project) as p:
         assert p.label_names()[0] == "basophil"
         assert read_predictions(p)[1]["model"] == "m"

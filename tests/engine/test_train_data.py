@@ -7,11 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import tree_digest
 
 from hemalens.engine.errors import ProjectError
 from hemalens.engine.jobs import CallbackProgress, Cancelled
 from hemalens.engine.models import load_model, save_model
 from hemalens.engine.project import Project, ProjectWriter, relabel
+from hemalens.engine.review.session import ReviewSession
 from hemalens.engine.train import TrainConfig, train_classifier, training_data
 
 CLASSES = ["lymphocyte", "monocyte", "neutrophil", "eosinophil"]
@@ -56,7 +58,7 @@ def make_project(path: Path) -> dict:
 
 @pytest.fixture()
 def project(tmp_path):
-    path = tmp_path / "P.h5"
+    path = tmp_path / "P.hemalens"
     return path, make_project(path)
 
 
@@ -100,18 +102,18 @@ def test_unused_classes_are_dropped_and_codes_compacted(project):
 
 
 def test_projects_without_training_data(tmp_path):
-    empty = tmp_path / "E.h5"
+    empty = tmp_path / "E.hemalens"
     with ProjectWriter(empty, patch_kind="phase", patch_shape=(50, 50), classes=CLASSES):
         pass
     with pytest.raises(ProjectError, match="has no cells; nothing to train on") as err:
         training_data(empty)
     assert str(empty) in str(err.value)
-    unlabelled = tmp_path / "U.h5"
+    unlabelled = tmp_path / "U.hemalens"
     with ProjectWriter(unlabelled, patch_kind="phase", patch_shape=(50, 50)) as w:
         w.append({}, np.zeros((3, 50, 50), np.float32))
     with pytest.raises(ProjectError, match="no QC-passed cell with a label"):
         training_data(unlabelled)
-    rgb = tmp_path / "R.h5"
+    rgb = tmp_path / "R.hemalens"
     with ProjectWriter(rgb, patch_kind="rgb", patch_shape=(8, 8), classes=["a"]) as w:
         w.append({"given_label": np.zeros(2, int)}, np.zeros((2, 8, 8, 3), np.uint8))
     with pytest.raises(ProjectError, match="training needs phase patches"):
@@ -120,7 +122,7 @@ def test_projects_without_training_data(tmp_path):
 
 def test_interrupted_training_leaves_project_byte_identical(project):
     path, _ = project
-    before = path.read_bytes()
+    before = tree_digest(path)
     files = sorted(path.parent.iterdir())
     images, labels, cell_ids, donors, names = training_data(path)
     progress = CallbackProgress()
@@ -135,7 +137,7 @@ def test_interrupted_training_leaves_project_byte_identical(project):
         timer.cancel()
     with pytest.raises(ValueError):  # an exception during training: nothing written either
         train_classifier(images * np.nan, labels, len(names), TrainConfig(device="cpu"))
-    assert path.read_bytes() == before
+    assert tree_digest(path) == before
     assert sorted(path.parent.iterdir()) == files
 
 
@@ -153,3 +155,47 @@ def test_train_then_save_with_cell_ids(project):
     with Project.open(path) as p:
         out = model(model.preprocess(p.images(meta["split"]["test"])))
     assert out.shape == (meta["split"]["test"].size, 4)
+
+
+def test_a_relabelled_test_cell_stays_in_test(project):
+    """Review edits never move a cell between train, validation and test."""
+    from hemalens.engine.train import stable_split
+
+    path, truth = project
+    with Project.open(path) as p:
+        _, _, ids0, _, _ = training_data(p)
+        before = stable_split(p, ids0, seed=3)
+    part0 = {int(ids0[r]): k for k, rows in before.items() for r in rows}
+    test_cells = [c for c, k in part0.items() if k == "test"][:3]
+    train_cells = [c for c, k in part0.items() if k == "train"][:2]
+    relabel(path, test_cells, "eosinophil", user="t")  # relabelled test cells
+    relabel(path, train_cells, None, user="t")  # no longer trained on
+    excluded = [c for c, k in part0.items() if k == "val"][:2]
+    with ReviewSession.open(path, user="t") as s:
+        s.exclude(excluded)  # "not classed"
+    with Project.open(path) as p:
+        _, labels, ids1, _, names = training_data(p)
+        after = stable_split(p, ids1, seed=3)
+    part1 = {int(ids1[r]): k for k, rows in after.items() for r in rows}
+    assert set(part1) == set(part0) - set(train_cells) - set(excluded)
+    assert all(part1[c] == part0[c] for c in part1)  # nobody moved
+    assert all(part1[c] == "test" for c in test_cells)
+    assert names[labels[np.searchsorted(ids1, test_cells[0])]] == "eosinophil"
+    with Project.open(path) as p:  # another seed gives another split
+        assert not all(np.array_equal(a, b) for a, b in zip(
+            stable_split(p, ids1, seed=4).values(), after.values(), strict=True))
+
+
+def test_stable_parts_are_stratified_and_per_cell(project):
+    from hemalens.engine.train import stable_parts
+
+    strata = np.repeat([0, 1, 2, -1], [50, 30, 20, 7])
+    parts = stable_parts(strata, seed=0)
+    for c, n in ((0, 50), (1, 30), (2, 20)):
+        counts = np.bincount(parts[strata == c], minlength=3)
+        np.testing.assert_allclose(counts / n, [0.7, 0.2, 0.1], atol=1 / n + 1e-9)
+    # one stratum's assignment does not depend on the other strata
+    alone = stable_parts(strata[strata == 1], seed=0)
+    np.testing.assert_array_equal(alone, parts[strata == 1])
+    assert stable_parts(np.array([5]), seed=0).tolist() == [0]
+    assert sorted(stable_parts(np.array([5, 5]), seed=0).tolist()) == [0, 1]

@@ -97,13 +97,17 @@ def make_cells(n: int, rng: np.random.Generator, n_inputs: int = 2) -> dict[str,
 
 
 def write_project(path: Path, n: int = 300, kind: str = "phase", seed: int = 0) -> Path:
-    """Write a small project with ProjectWriter (phase with raw patches, or rgb)."""
+    """Write a small project with ProjectWriter (phase with raw patches, or rgb).
+
+    Whatever is at ``path`` is replaced, as the demo builder replaces a broken demo.
+    """
     from hemalens.engine.project.store import ProjectWriter
 
     rng = np.random.default_rng(seed)
     cells = make_cells(n, rng)
     images = blob_patches(n, rng)
-    with ProjectWriter(path, patch_kind=kind, patch_shape=(PATCH, PATCH), classes=CLASSES) as w:
+    with ProjectWriter(path, patch_kind=kind, patch_shape=(PATCH, PATCH), classes=CLASSES,
+                       overwrite=True) as w:
         for k in range(2):
             w.add_input({"file": f"run{k}/frames_{k}.tif", "modality": kind,
                          "pixel_size_um": 0.3, "status": "ok", "n_frames": 30})

@@ -83,7 +83,7 @@ def test_run_with_a_bad_project_reports_it_and_still_runs(tmp_path, message_boxe
 
 def test_run_demo_builds_then_opens_the_demo(tmp_path, monkeypatch, project_factory,
                                              message_boxes):
-    path = tmp_path / "demo" / "demo.h5"
+    path = tmp_path / "demo" / "demo.hemalens"
     monkeypatch.setattr(demo, "demo_project_path", lambda: path)
 
     def fake_build(p, progress=None):
@@ -95,7 +95,7 @@ def test_run_demo_builds_then_opens_the_demo(tmp_path, monkeypatch, project_fact
     timer = _quit_when(lambda w: w.project is not None, seen)
     assert gui_app.run(demo=True) == 0
     del timer
-    assert seen == [("HemaLens — demo", 25)] and path.is_file()
+    assert seen == [("HemaLens — demo", 25)] and path.is_dir()
     assert message_boxes == []
 
 

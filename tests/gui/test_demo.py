@@ -36,7 +36,7 @@ class FakeBuilder:
 
 @pytest.fixture
 def demo_path(tmp_path, monkeypatch) -> Path:
-    path = tmp_path / "appdata" / "demo" / "demo.h5"
+    path = tmp_path / "appdata" / "demo" / "demo.hemalens"
     monkeypatch.setattr(demo, "demo_project_path", lambda: path)
     return path
 
@@ -131,10 +131,10 @@ def test_cancelled_build_opens_nothing_and_says_nothing(
 
 def test_ensure_demo_project_calls_on_ready_with_the_path(qtbot, tmp_path, builder):
     ready = []
-    target = tmp_path / "elsewhere" / "d.h5"
+    target = tmp_path / "elsewhere" / "d.hemalens"
     job = demo.ensure_demo_project(None, ready.append, target)
     wait_job(qtbot, job)
-    assert ready == [target] and target.is_file()
+    assert ready == [target] and target.is_dir()
     # a second call finds the file usable and answers at once
     assert demo.ensure_demo_project(None, ready.append, target) is None
     assert ready == [target, target] and len(builder.calls) == 1
@@ -151,7 +151,7 @@ def test_missing_builder_is_reported(window, demo_path, monkeypatch, message_box
 
 def test_default_location_is_app_data():
     path = demo.demo_project_path()
-    assert path.name == "demo.h5" and path.parent.name == "demo"
+    assert path.name == "demo.hemalens" and path.parent.name == "demo"
 
 
 def test_engine_builder_has_the_expected_signature():

@@ -182,8 +182,8 @@ def test_project_without_a_model_says_train_one_first_and_starts_no_job(
 def test_explain_all_cells_stores_maps_and_later_cells_come_from_the_cache(
     window, trained, tmp_path, qtbot, message_boxes
 ):
-    path = tmp_path / "P.h5"
-    shutil.copy(trained, path)
+    path = tmp_path / "P.hemalens"
+    shutil.copytree(trained, path)
     window.open_project(path)
     view = window.cell_panel.explanation
     qtbot.waitUntil(lambda: not view.busy, timeout=20000)
@@ -211,8 +211,8 @@ def test_explain_all_cells_stores_maps_and_later_cells_come_from_the_cache(
 
 
 def test_cancelling_explain_all_keeps_the_view_usable(window, trained, tmp_path, qtbot):
-    path = tmp_path / "P.h5"
-    shutil.copy(trained, path)
+    path = tmp_path / "P.hemalens"
+    shutil.copytree(trained, path)
     window.open_project(path)
     view = window.cell_panel.explanation
     job = view.explain_all_cells()

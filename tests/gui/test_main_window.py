@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 
@@ -120,9 +121,10 @@ def test_bad_file_shows_an_error_and_the_window_stays_usable(
 
 
 def test_truncated_project_is_reported(window, small_project, tmp_path, message_boxes):
-    data = small_project.read_bytes()
-    cut = tmp_path / "cut.h5"
-    cut.write_bytes(data[: len(data) // 2])
+    cut = tmp_path / "cut.hemalens"
+    shutil.copytree(small_project, cut)
+    data = (cut / "cells.h5").read_bytes()
+    (cut / "cells.h5").write_bytes(data[: len(data) // 2])
     assert not window.open_project(cut)
     assert len(message_boxes) == 1 and str(cut) in message_boxes[0][2]
     assert window.project is None and window.windowTitle() == "HemaLens"
@@ -199,13 +201,11 @@ def test_menu_actions_and_open_dialog(window, small_project, monkeypatch):
 def test_predictions_sort_least_certain_first_and_show_in_the_inspector(
     window, tmp_path, small_project, truth
 ):
-    import shutil
-
     from hemalens.engine.review import write_predictions
 
     cells, classes = truth
-    path = tmp_path / "predicted.h5"
-    shutil.copy(small_project, path)
+    path = tmp_path / "predicted.hemalens"
+    shutil.copytree(small_project, path)
     n = len(cells["cell_id"])
     rng = np.random.default_rng(0)
     predicted = rng.integers(0, len(classes), n).astype(np.int16)
