@@ -9,7 +9,8 @@ For each project size it times, as p50/p99 in milliseconds: a single-cell relabe
 1,000-cell bulk relabel, undo and redo (each a durable SQLite transaction), with
 ``synchronous=FULL`` (what HemaLens uses) and ``NORMAL`` side by side, and a single-cell
 relabel through the review session (what a key press in the gallery costs, view update
-bookkeeping included). Then it builds a 1M-cell project with ``--open-edits`` edits and
+bookkeeping included), beside the latency of a bare 4 kB write + fsync on the same disk
+(the floor of any durable edit). Then it builds a 1M-cell project with ``--open-edits`` edits and
 times opening it (cell table + current labels ready). The patches are 4x4 (the edit cost
 does not depend on them; ``bench_before_after`` measures a project with real patches).
 Prints one JSON object.
@@ -117,6 +118,22 @@ def open_with_edits(path: Path, n: int, n_edits: int) -> dict:
             "open_s_all": [round(t, 3) for t in times], "build_edits_s": round(build_s, 1)}
 
 
+def fsync_floor(folder: Path, count: int = 200) -> dict:
+    """Latency of a bare 4 kB write + fsync on the same disk: the floor of a durable edit."""
+    f = folder / "fsync.bin"
+    fd = os.open(f, os.O_WRONLY | os.O_CREAT)
+    try:
+        lat = []
+        for _ in range(count):
+            os.write(fd, b"x" * 4096)
+            t0 = time.perf_counter()
+            os.fsync(fd)
+            lat.append(time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+    return pct(lat)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="10000,100000,1000000")
@@ -129,6 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "machine": platform.processor() or platform.machine(),
                     "python": platform.python_version(), "sizes": {}}
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        result["fsync_4k"] = fsync_floor(Path(tmp))
         for n in sizes:
             path = make_project(Path(tmp) / f"p{n}.hemalens", n)
             result["sizes"][str(n)] = {

@@ -398,10 +398,11 @@ def _cell_selection(text: str) -> str | list[int]:
     if text in ("all", "queue"):
         return text
     try:
-        return [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
+        return _id_list(text)
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
-            f"--cells takes all, queue or comma-separated cell ids, got {text!r}") from None
+            f"--cells takes all, queue or cell ids and ranges (3,17,40-45), got {text!r}"
+        ) from None
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
@@ -716,8 +717,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # line, a developer sets HEMALENS_DEBUG=1 for the traceback.
         if os.environ.get("HEMALENS_DEBUG"):
             raise
-        print(f"hemalens: error: {str(err).splitlines()[0] if str(err) else err!r}",
-              file=sys.stderr)
+        text = str(err).splitlines()[0] if str(err) else repr(err)
+        print(f"hemalens: error: {text}", file=sys.stderr)
         return EXIT_USAGE
     except Cancelled:
         print("hemalens: cancelled", file=sys.stderr)

@@ -41,9 +41,14 @@ import numpy as np
 
 from hemalens.engine.errors import ProjectError
 from hemalens.engine.project import bundle
-from hemalens.engine.project.atomic import AtomicFile, fsync_dir
+from hemalens.engine.project.atomic import AtomicFile, ensure_free_space, fsync_dir
 from hemalens.engine.project.bundle import ProjectPaths, project_lock
-from hemalens.engine.project.derived import LIBVER, h5_error_reason, item_names
+from hemalens.engine.project.derived import (
+    build_h5_image,
+    h5_error_reason,
+    item_names,
+    write_bytes,
+)
 from hemalens.engine.project.store import (
     Project,
     attr_text,
@@ -154,23 +159,28 @@ def write_segment(folder: Path, seq: int, ids: np.ndarray, scaled: np.ndarray,
     """
     path = folder / f"seg-{seq:06d}.h5"
     h, w = scaled.shape[1:]
+
+    def fill(f: h5py.File) -> None:
+        f.create_dataset("cell_id", data=np.asarray(ids, np.int64))
+        f.create_dataset("maps", data=np.asarray(scaled, np.float16),
+                         chunks=(1, h, w) if len(ids) else None,
+                         **(_MAP_FILTER if len(ids) else {}))
+        f.create_dataset("scale", data=np.asarray(scale, np.float32))
+        f.create_dataset("target", data=np.asarray(targets, np.int16))
+        for key, value in attrs.items():
+            f.attrs[key] = value
+        f.attrs["map_shape"] = np.asarray((h, w), np.int64)
+        f["maps"].attrs["description"] = "float16 map / scale, one row per cell_id"
+        f["scale"].attrs["description"] = "float32 max |map| per cell; map = maps*scale"
+
+    try:
+        _, image = build_h5_image(fill)
+    except OSError as err:
+        raise ProjectError(path, f"cannot save explanations: {h5_error_reason(err)}; the "
+                                 "cache is unchanged") from err
+    ensure_free_space(folder, len(image), path)
     with AtomicFile(path) as af:
-        try:
-            with h5py.File(af.tmp, "w", libver=LIBVER) as f:
-                f.create_dataset("cell_id", data=np.asarray(ids, np.int64))
-                f.create_dataset("maps", data=np.asarray(scaled, np.float16),
-                                 chunks=(1, h, w) if len(ids) else None,
-                                 **(_MAP_FILTER if len(ids) else {}))
-                f.create_dataset("scale", data=np.asarray(scale, np.float32))
-                f.create_dataset("target", data=np.asarray(targets, np.int16))
-                for key, value in attrs.items():
-                    f.attrs[key] = value
-                f.attrs["map_shape"] = np.asarray((h, w), np.int64)
-                f["maps"].attrs["description"] = "float16 map / scale, one row per cell_id"
-                f["scale"].attrs["description"] = "float32 max |map| per cell; map = maps*scale"
-        except OSError as err:
-            raise ProjectError(path, f"cannot save explanations: {h5_error_reason(err)}; the "
-                                     "cache is unchanged") from err
+        write_bytes(af.tmp, image, path)
     return path
 
 

@@ -25,14 +25,19 @@ from hemalens.engine.errors import ProjectError
 T = TypeVar("T")
 
 __all__ = [
+    "FREE_SPACE_MARGIN",
     "AtomicFile",
     "atomic_write",
+    "ensure_free_space",
     "fsync_dir",
     "fsync_file",
     "os_error_reason",
     "remove_stale_temps",
     "temp_path",
 ]
+
+#: Bytes kept free beyond what a write needs: HDF5's metadata, SQLite's journal, the OS.
+FREE_SPACE_MARGIN = 32 * 1024 * 1024
 
 _TEMP_RE = re.compile(r"^\.hl-(\d+)-[0-9a-f]{8}\.(tmp|old|journal)$")
 
@@ -50,7 +55,7 @@ def os_error_reason(err: OSError) -> str:
     str
         E.g. ``"no space left on device"``.
     """
-    if err.errno == errno.ENOSPC or err.errno == errno.EDQUOT:
+    if err.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(err):
         return "no space left on device"
     if err.errno == errno.EROFS:
         return "the file system is read-only"
@@ -59,6 +64,36 @@ def os_error_reason(err: OSError) -> str:
     if err.errno == errno.ENAMETOOLONG:
         return "file name too long"
     return (err.strerror or str(err) or type(err).__name__).strip()
+
+
+def ensure_free_space(folder: str | PathLike[str], nbytes: int, what: str | PathLike[str]) -> None:
+    """Refuse a write that would not fit on the disk, before anything is written.
+
+    HDF5 cannot recover from a full disk (closing a file whose write failed crashes the
+    process: h5py issues 914 and 1120), so writers check first.
+
+    Parameters
+    ----------
+    folder : str or PathLike
+        Where the data will go.
+    nbytes : int
+        An upper bound of the bytes about to be written.
+    what : str or PathLike
+        The file or project named in the message.
+
+    Raises
+    ------
+    ProjectError
+        ``"<what>: no space left on device (needs ... MB, ... MB free); nothing was saved"``.
+    """
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return  # cannot tell (a vanished folder fails later with its own message)
+    need = int(nbytes) + FREE_SPACE_MARGIN
+    if free < need:
+        raise ProjectError(what, f"no space left on device (needs about {need / 1e6:.0f} MB, "
+                                 f"{free / 1e6:.0f} MB free); nothing was saved")
 
 
 def temp_path(path: str | PathLike[str], suffix: str = "tmp") -> Path:

@@ -11,6 +11,7 @@ old one or the new one. Explanation caches use append-only segments
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 from collections.abc import Callable, Iterator
 from os import PathLike
@@ -20,13 +21,19 @@ import h5py
 
 from hemalens.engine.errors import ProjectError
 from hemalens.engine.project import bundle
-from hemalens.engine.project.atomic import AtomicFile, fsync_dir, os_error_reason
+from hemalens.engine.project.atomic import (
+    AtomicFile,
+    ensure_free_space,
+    fsync_dir,
+    os_error_reason,
+)
 from hemalens.engine.project.bundle import ProjectPaths, project_lock
 from hemalens.engine.project.store import Project, locate_project, one_line
 
 T = TypeVar("T")
 
-__all__ = ["delete_items", "item_names", "read_item", "write_item"]
+__all__ = ["build_h5_image", "delete_items", "item_names", "read_item", "write_bytes",
+           "write_item"]
 
 #: HDF5 format of derived files: readable by HDF5 >= 1.10, dense attributes for large JSON.
 LIBVER = ("v110", "v110")
@@ -137,18 +144,41 @@ def write_item(
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ProjectError(target.parent, f"cannot write: {os_error_reason(err)}") from err
+    try:
+        result, image = build_h5_image(write_fn)
+    except OSError as err:
+        raise ProjectError(target, f"cannot save: {_h5_reason(err)}; the project is "
+                                   "unchanged") from err
+    ensure_free_space(target.parent, len(image), target)
     with AtomicFile(target) as af:
-        try:
-            with h5py.File(af.tmp, "w", libver=LIBVER) as f:
-                result = write_fn(f)
-        except OSError as err:
-            raise ProjectError(target, f"cannot save: {_h5_reason(err)}; the project is "
-                                       "unchanged") from err
+        write_bytes(af.tmp, image, target)
         with project_lock(paths.root):
             if check is not None:
                 check(paths)
             af.commit()
     return result
+
+
+def build_h5_image(write_fn: Callable[[h5py.File], T]) -> tuple[T, memoryview]:
+    """Run ``write_fn`` on an HDF5 file built in memory; return its result and the bytes.
+
+    HDF5 never touches the disk, so a full disk is met by :func:`write_bytes` with a
+    plain ``OSError`` instead of an HDF5 file that cannot be closed.
+    """
+    buf = io.BytesIO()
+    with h5py.File(buf, "w", libver=LIBVER) as f:
+        result = write_fn(f)
+    return result, buf.getbuffer()
+
+
+def write_bytes(path: Path, data: memoryview | bytes, what: Path) -> None:
+    """Write ``data`` to ``path`` (a temporary file), as one line on a full disk."""
+    try:
+        with open(path, "wb") as fh:
+            fh.write(data)
+    except OSError as err:
+        raise ProjectError(what, f"cannot save: {os_error_reason(err)}; the project is "
+                                 "unchanged") from err
 
 
 def delete_items(paths: ProjectPaths, kind: str, names: list[str]) -> None:

@@ -39,6 +39,7 @@ from hemalens.engine.errors import ProjectError
 from hemalens.engine.project import bundle
 from hemalens.engine.project.annotations import AnnotationStore
 from hemalens.engine.project.atomic import (
+    ensure_free_space,
     fsync_dir,
     fsync_file,
     os_error_reason,
@@ -559,6 +560,11 @@ class ProjectWriter:
         if not self._buffered:
             return
         n0, n = self._written, self._buffered
+        # An upper bound (uncompressed) of what this flush writes: HDF5 must never meet a
+        # full disk (it cannot close such a file), so refuse before writing.
+        nbytes = sum(a.nbytes for a in (*self._buf_images, *self._buf_raw))
+        nbytes += n * sum(np.dtype(d).itemsize for d in self._columns.values())
+        ensure_free_space(self._tmp, 2 * nbytes, self.path)
         cells = self._h5["cells"]
         for name, dtype in self._columns.items():
             if name == "cell_id":
@@ -613,6 +619,8 @@ class ProjectWriter:
             return str(self.path)
         try:
             self._flush()
+            ensure_free_space(self._tmp, 1024 * (len(self._inputs) + len(self._classes)),
+                              self.path)
             f = self._h5
             if self.patch_kind == "phase" and "raw" not in f["patches"] and not self._written:
                 self._create_raw(0)  # no cells yet: keep the layout complete
