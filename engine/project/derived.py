@@ -15,6 +15,7 @@ import io
 import os
 from collections.abc import Callable, Iterator
 from os import PathLike
+from pathlib import Path
 from typing import TypeVar
 
 import h5py
