@@ -10,7 +10,9 @@ import argparse
 import importlib
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,51 @@ from hemalens.engine.jobs import Cancelled
 EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE = 0, 1, 2
 
 
+class _Interrupt:
+    """Ctrl+C and SIGTERM cancel through the engine's Progress, as the GUI's Cancel does.
+
+    The first signal only sets a flag: the running job sees ``is_cancelled()`` at its next
+    checkpoint, raises ``Cancelled``, and its atomic writer removes the temporary files.
+    No ``KeyboardInterrupt`` is thrown into arbitrary code (where a ``__del__`` or a weakref
+    callback could swallow it and let the job finish). A second Ctrl+C stops at once.
+    """
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signum: int | None = None
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.event.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # the second Ctrl+C: the user really wants out
+        self.signum = signum
+        self.event.set()
+        name = "Ctrl+C" if signum == signal.SIGINT else signal.Signals(signum).name
+        print(f"hemalens: {name}: cancelling (press Ctrl+C again to stop at once)",
+              file=sys.stderr, flush=True)
+
+    @property
+    def exit_code(self) -> int:
+        """130 for SIGINT, 143 for SIGTERM (128 + the signal number)."""
+        return 128 + (self.signum or signal.SIGINT)
+
+    def install(self) -> dict[int, Any]:
+        self.event.clear()
+        self.signum = None
+        previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, self.handle)
+        return previous
+
+
+_INTERRUPT = _Interrupt()
+
+
 class TqdmProgress:
-    """The engine progress protocol shown as a ``tqdm`` bar on stderr."""
+    """The engine progress protocol shown as a ``tqdm`` bar on stderr.
+
+    ``is_cancelled()`` turns true on Ctrl+C or SIGTERM (see :class:`_Interrupt`).
+    """
 
     def __init__(self, enabled: bool = True) -> None:
         self._enabled = enabled and sys.stderr.isatty()
@@ -48,7 +93,7 @@ class TqdmProgress:
         self._bar.refresh()
 
     def is_cancelled(self) -> bool:  # noqa: D102
-        return False
+        return _INTERRUPT.event.is_set()
 
     def close(self) -> None:
         """Finish the bar."""
@@ -60,6 +105,24 @@ class TqdmProgress:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _resolved(name: str | Path) -> Path:
+    """Return the absolute path of an input, even of a symlink loop.
+
+    A loop stays as given: its read then fails with a one-line reason naming it, and the
+    rest of the batch goes on.
+    """
+    try:
+        return Path(name).resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(name))
+
+
+def _output_folder(path: Path | None, flag: str) -> None:
+    """Refuse, before any work, an output folder option that names an existing file."""
+    if path is not None and path.exists() and not path.is_dir():
+        raise HemaLensError(f"{path}: {flag} needs a folder, and this is a file")
 
 
 def _emit(result: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]], str]) -> None:
@@ -100,12 +163,14 @@ def _cmd_synth_qpi(args: argparse.Namespace) -> int:
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
-    from hemalens.engine.ingest import segment_inputs
+    from hemalens.engine.ingest import refuse_input_as_output, segment_inputs
     from hemalens.engine.io import InputSpec, read_manifest
     from hemalens.engine.segment import SegmentSettings
 
     if not args.inputs and not args.manifest:
         raise HemaLensError("segment: give input files or --manifest")
+    refuse_input_as_output([*args.inputs, *([args.manifest] if args.manifest else [])],
+                           args.output)
     specs: list[InputSpec] = []
     if args.manifest:
         specs += read_manifest(
@@ -116,12 +181,12 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     for name in args.inputs:
         specs.append(
             InputSpec(
-                path=Path(name).resolve(),
+                path=_resolved(name),
                 file=name,
                 modality=args.modality,
                 pixel_size_um=args.pixel_size,
                 wavelength_nm=args.wavelength,
-                background=Path(args.reference).resolve() if args.reference else None,
+                background=_resolved(args.reference) if args.reference else None,
                 phase_scale=args.phase_scale,
             )
         )
@@ -173,7 +238,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from hemalens.engine.project import export_cells_csv
 
-    rows = export_cells_csv(args.project, args.csv)
+    rows = export_cells_csv(args.project, args.csv, force=args.force)
     _emit({"rows": rows, "csv": str(args.csv)}, args.json,
           lambda r: f"wrote {r['rows']} rows to {r['csv']}")
     return EXIT_OK
@@ -223,6 +288,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from hemalens.engine.workflows.evaluate import evaluate_project
 
+    _output_folder(args.out, "--out")
     with TqdmProgress(not args.json) as progress:
         result = evaluate_project(args.project, _train_config(args), runs=args.runs,
                                   passes=args.mc, out_dir=args.out, progress=progress)
@@ -242,6 +308,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_review(args: argparse.Namespace) -> int:
     from hemalens.engine.workflows.review import review_project
 
+    _output_folder(args.report, "--report")
     with TqdmProgress(not args.json) as progress:
         review = review_project(args.project, model_name=args.model, threshold=args.threshold,
                                 with_ood=not args.no_ood, ood_n=args.ood_n, passes=args.mc,
@@ -408,6 +475,8 @@ def _cell_selection(text: str) -> str | list[int]:
 def _cmd_explain(args: argparse.Namespace) -> int:
     from hemalens.engine.workflows.explain import explain_meta, explain_project
 
+    _output_folder(args.png, "--png")
+    _output_folder(args.out, "--out")
     with TqdmProgress(not args.json) as progress:
         if args.meta:
             if args.out is None:
@@ -468,6 +537,7 @@ def _cmd_embed_train(args: argparse.Namespace) -> int:
 def _cmd_dry_run(args: argparse.Namespace) -> int:
     from hemalens.engine.workflows.dryrun import dry_run_file
 
+    _output_folder(args.out, "--out")
     with TqdmProgress(not args.json) as progress:
         result = dry_run_file(args.embeddings, types=args.types, iterations=args.iterations,
                               grid=args.grid, folds=args.folds, out_dir=args.out,
@@ -585,6 +655,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export the cell table as CSV")
     p.add_argument("project", type=Path)
     p.add_argument("csv", type=Path)
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing file that is not an earlier export")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_export)
 
@@ -701,14 +773,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _subject(args: argparse.Namespace) -> str:
+    """``"<path>: "`` of what a command works on (its project or first input), else ``""``."""
+    for key in ("project", "embeddings", "output"):
+        value = getattr(args, key, None)
+        if value:
+            return f"{value}: "
+    inputs = getattr(args, "inputs", None)
+    return f"{inputs[0]}: " if inputs else ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``hemalens`` command line; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args(["gui", *(argv or [])])
+    previous = _INTERRUPT.install() if args.command != "gui" else {}
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        if _INTERRUPT.event.is_set():  # finished despite the request: report it as asked
+            print("hemalens: cancelled after the work was done", file=sys.stderr)
+        return code
     except (HemaLensError, argparse.ArgumentTypeError) as err:
         print(f"hemalens: error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -721,11 +807,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hemalens: error: {text}", file=sys.stderr)
         return EXIT_USAGE
     except Cancelled:
-        print("hemalens: cancelled", file=sys.stderr)
-        return 130
+        print("hemalens: cancelled; nothing was changed", file=sys.stderr)
+        return _INTERRUPT.exit_code
+    except (OSError, RuntimeError, KeyError, IndexError, TypeError, AttributeError,
+            MemoryError, RecursionError) as err:
+        # The last net under the validation layer: still one line, naming what the
+        # command worked on; HEMALENS_DEBUG=1 shows the traceback.
+        if os.environ.get("HEMALENS_DEBUG"):
+            raise
+        where = _subject(args)
+        text = " ".join(str(err).split()) or type(err).__name__
+        print(f"hemalens: error: {where}{type(err).__name__}: {text}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("hemalens: interrupted", file=sys.stderr)
         return 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

@@ -257,6 +257,7 @@ def segment_inputs(
                 else:
                     writer.update_input(input_id, status="ok")
                 writer.update_input(input_id, n_frames=done_frames)
+        checkpoint(progress)  # a cancel that came after the last frame still cancels
         final = writer.close() if writer is not None else None
     except BaseException:
         if writer is not None:

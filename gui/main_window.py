@@ -143,6 +143,7 @@ class MainWindow(QMainWindow):
                 found = read_predictions(project)
             except Exception as exc:  # predictions are optional: never block opening
                 log.warning("cannot read predictions of %s: %s", project.path, exc)
+                self.statusBar().showMessage(one_line_message(exc), 30000)
         if found is None:
             self.gallery.model.set_predictions(None)
             self.cell_panel.set_predictions(None)

@@ -32,6 +32,7 @@ from hemalens.engine import __version__
 from hemalens.engine.embed.network import EmbeddingNet, EmbeddingSpec
 from hemalens.engine.errors import ProjectError
 from hemalens.engine.models.weights import (
+    expected_shapes,
     load_arrays,
     read_weights,
     state_to_arrays,
@@ -218,7 +219,8 @@ def load_embedding_model(
         try:
             meta = _meta(g, name)
             spec = EmbeddingSpec.from_dict(meta["spec"])
-            net = load_arrays(EmbeddingNet(spec), read_weights(g),
+            net = EmbeddingNet(spec)
+            net = load_arrays(net, read_weights(g, expected_shapes(net)),
                               what=f"a {spec.backbone} embedding network")
         except (ValueError, KeyError, TypeError, RuntimeError, OSError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

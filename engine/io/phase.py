@@ -313,12 +313,30 @@ class TiffStack(RawStack):
             raise InputError(self.file, "TIFF file holds no images")
         series = tif.series[0]
         self._series = series
+        self._extra_pages: list[Any] = []
+        if len(tif.series) > 1:
+            # e.g. pages appended one write at a time: tifffile sees one series per write.
+            # Same shape and type: they are frames of one stack; anything else is refused
+            # rather than read in part.
+            kinds = {(tuple(int(v) for v in x.shape), str(x.dtype), x.axes) for x in tif.series}
+            if len(kinds) > 1:
+                shapes = sorted({"x".join(map(str, k[0])) + f" {k[1]}" for k in kinds})
+                raise InputError(self.file, f"TIFF holds {len(tif.series)} image series of "
+                                            f"different shapes or types ({', '.join(shapes)});"
+                                            " save one stack per shape")
+            if any(len(x.pages) != 1 for x in tif.series) or series.ndim != 2:
+                raise InputError(self.file, f"TIFF holds {len(tif.series)} image stacks; "
+                                            "save them as one stack")
+            self._extra_pages = [x.pages[0] for x in tif.series]
         if cap.errors:
             raise InputError(
                 self.file, f"file is truncated or corrupt ({_tiff_msg(cap.errors[0])})"
             )
         axes = series.axes
         shape = tuple(int(s) for s in series.shape)
+        if self._extra_pages:
+            shape = (len(self._extra_pages), *shape)
+            axes = "Q" + axes
         self.meta = tiff_metadata(tif)
         self._planar = False
         colour = "S" in axes
@@ -334,7 +352,7 @@ class TiffStack(RawStack):
                     self._planar = True
                     shape = shape[:s_ax] + shape[s_ax + 1 :] + (shape[s_ax],)
         self._setup(shape, series.dtype, colour=colour)
-        pages = series.pages
+        pages = self._extra_pages or series.pages
         self._per_page = len(pages) == self.n_frames and not samples_as_frames
         if not self._per_page:
             depth = int(getattr(series.keyframe, "imagedepth", 1) or 1)
@@ -358,7 +376,7 @@ class TiffStack(RawStack):
         i = self._index(i)
         with _capture_tifffile() as cap, wrap_errors(self.file, f"cannot read frame {i}"):
             if self._per_page:
-                page = self._series.pages[i]
+                page = (self._extra_pages or self._series.pages)[i]
                 if page is None:
                     raise InputError(self.file, f"file is truncated: frame {i} is missing")
                 self._check_bytes(page, i)

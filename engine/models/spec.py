@@ -35,6 +35,9 @@ DEFAULT_DROPOUT = {"lenet5": 0.25, "alexnet": 0.5}
 DEFAULT_INPUT_SIZE = {"lenet5": 32, "alexnet": 64}
 #: Smallest AlexNet input whose three max-pools still leave a 1x1 map (63 px).
 MIN_ALEXNET_INPUT = 63
+#: Largest class count and input side accepted (a damaged spec must not allocate terabytes).
+MAX_CLASSES = 1000
+MAX_INPUT = 1024
 
 
 @dataclass(frozen=True)
@@ -69,18 +72,17 @@ class ModelSpec:
             raise ValueError(f"unknown architecture {self.arch!r}; choose one of {ARCHITECTURES}")
         if isinstance(self.n_classes, bool) or int(self.n_classes) != self.n_classes:
             raise ValueError(f"n_classes must be an integer, got {self.n_classes!r}")
-        if self.n_classes < 2:
-            raise ValueError(f"n_classes must be >= 2, got {self.n_classes}")
+        if not 2 <= self.n_classes <= MAX_CLASSES:
+            raise ValueError(f"n_classes must be within 2..{MAX_CLASSES}, got {self.n_classes}")
         if not (0.0 <= float(self.dropout) < 1.0):
             raise ValueError(f"dropout must be within [0, 1), got {self.dropout}")
         if int(self.input_size) != self.input_size:
             raise ValueError(f"input_size must be an integer, got {self.input_size!r}")
         if self.arch == "lenet5" and self.input_size != 32:
             raise ValueError(f"lenet5 takes 32x32 input, got input_size={self.input_size}")
-        if self.arch == "alexnet" and self.input_size < MIN_ALEXNET_INPUT:
-            raise ValueError(
-                f"alexnet needs input_size >= {MIN_ALEXNET_INPUT}, got {self.input_size}"
-            )
+        if self.arch == "alexnet" and not MIN_ALEXNET_INPUT <= self.input_size <= MAX_INPUT:
+            raise ValueError(f"alexnet needs input_size within {MIN_ALEXNET_INPUT}..{MAX_INPUT}, "
+                             f"got {self.input_size}")
         # normalise numeric types so to_dict() is plain JSON
         object.__setattr__(self, "n_classes", int(self.n_classes))
         object.__setattr__(self, "dropout", float(self.dropout))

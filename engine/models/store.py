@@ -34,7 +34,8 @@ from hemalens.engine import __version__
 from hemalens.engine.errors import ProjectError
 from hemalens.engine.models.spec import Classifier, ModelSpec
 from hemalens.engine.models.weights import (
-    model_from_arrays,
+    expected_shapes,
+    load_arrays,
     read_weights,
     state_to_arrays,
     write_weights,
@@ -54,6 +55,7 @@ from hemalens.engine.project.store import (
     check_group_name,
     iso_utc,
     locate_project,
+    one_line,
     open_cells_h5,
     to_json,
 )
@@ -273,6 +275,8 @@ def save_model(
 
 
 def _load(paths: ProjectPaths, name: str) -> tuple[Classifier, dict[str, Any]]:
+    from hemalens.engine.models import build_model  # the package imports this module
+
     active = active_model(paths)
     with read_item(paths, "models", name) as g:
         if g is None:
@@ -280,9 +284,16 @@ def _load(paths: ProjectPaths, name: str) -> tuple[Classifier, dict[str, Any]]:
         try:
             meta = _read_meta(g, name, active)
             spec = ModelSpec.from_dict(meta["spec"])
-            model = model_from_arrays(spec, read_weights(g))
-        except (ValueError, KeyError, TypeError, OSError) as err:
-            raise ProjectError(paths.root, f"model {name!r} is corrupt: {err}") from err
+            if len(meta["class_names"]) != spec.n_classes or not all(
+                    isinstance(c, str) for c in meta["class_names"]):
+                raise ValueError(f"{len(meta['class_names'])} class names for "
+                                 f"{spec.n_classes} outputs")
+            model = build_model(spec)
+            model = load_arrays(model, read_weights(g, expected_shapes(model)),
+                                what=f"a {spec.arch} model")
+        except (ValueError, KeyError, TypeError, OSError, RuntimeError) as err:
+            raise ProjectError(paths.item("models", name),
+                               f"model {name!r} is damaged: {one_line(err)}") from err
     return model, meta
 
 

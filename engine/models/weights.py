@@ -18,7 +18,8 @@ from hemalens.engine.models.spec import Classifier, ModelSpec
 
 M = TypeVar("M", bound=torch.nn.Module)
 
-__all__ = ["load_arrays", "model_from_arrays", "read_weights", "state_to_arrays", "write_weights"]
+__all__ = ["expected_shapes", "load_arrays", "model_from_arrays", "read_weights",
+           "state_to_arrays", "write_weights"]
 
 
 def state_to_arrays(model: torch.nn.Module) -> dict[str, np.ndarray]:
@@ -67,6 +68,11 @@ def model_from_arrays(spec: ModelSpec, arrays: Mapping[str, np.ndarray]) -> Clas
     from hemalens.engine.models import build_model  # the package imports this module
 
     return load_arrays(build_model(spec), arrays, what=f"a {spec.arch} model")
+
+
+def expected_shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    """Shapes of a module's ``state_dict`` entries (to check stored weights before reading)."""
+    return {k: tuple(t.shape) for k, t in module.state_dict().items()}
 
 
 def load_arrays(module: M, arrays: Mapping[str, np.ndarray], *, what: str = "the model") -> M:
@@ -132,13 +138,18 @@ def write_weights(group: h5py.Group, arrays: Mapping[str, np.ndarray]) -> h5py.G
     return weights
 
 
-def read_weights(group: h5py.Group) -> dict[str, np.ndarray]:
+def read_weights(group: h5py.Group, expected: Mapping[str, tuple[int, ...]] | None = None
+                 ) -> dict[str, np.ndarray]:
     """Read the named arrays of ``group["weights"]`` (see :func:`write_weights`).
 
     Parameters
     ----------
     group : h5py.Group
         The model's group.
+    expected : mapping of str to tuple of int, optional
+        The shapes the model needs (``{k: tuple(t.shape) for k, t in state_dict()}``):
+        names and declared shapes are checked before anything is read, so a damaged file
+        declaring absurd shapes is refused instead of allocated.
 
     Returns
     -------
@@ -149,5 +160,19 @@ def read_weights(group: h5py.Group) -> dict[str, np.ndarray]:
     ------
     KeyError
         ``group`` has no ``weights``.
+    ValueError
+        Names or declared shapes that do not fit ``expected``.
     """
-    return {key: ds[()] for key, ds in group["weights"].items()}
+    datasets = dict(group["weights"].items())
+    if expected is not None:
+        missing = sorted(set(expected) - set(datasets))
+        unexpected = sorted(set(datasets) - set(expected))
+        if missing or unexpected:
+            raise ValueError(f"weights do not fit the model: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
+        for key, ds in datasets.items():
+            if not isinstance(ds, h5py.Dataset) or tuple(ds.shape) != tuple(expected[key]):
+                shape = getattr(ds, "shape", None)
+                raise ValueError(f"weight {key!r} is declared {shape}, expected "
+                                 f"{tuple(expected[key])}")
+    return {key: ds[()] for key, ds in datasets.items()}

@@ -386,6 +386,10 @@ class AnnotationStore:
         """
         labels = self.original.copy()
         ids, codes = self._pairs("SELECT cell_id, label FROM labels")
+        n_classes = int(self._read("SELECT COUNT(*) FROM classes")[0][0])
+        if codes.size and (codes.min() < -1 or codes.max() >= n_classes):
+            raise ProjectError(self.path, "damaged annotations: label codes outside the "
+                                          "class list")
         labels[ids] = codes
         return labels
 
@@ -399,6 +403,8 @@ class AnnotationStore:
         """
         out = np.zeros(self.n_cells, np.int8)
         ids, codes = self._pairs("SELECT cell_id, decision FROM decisions")
+        if codes.size and (codes.min() < 0 or codes.max() >= len(DECISIONS)):
+            raise ProjectError(self.path, "damaged annotations: unknown review decisions")
         out[ids] = codes
         return out
 
@@ -496,7 +502,10 @@ class AnnotationStore:
         for row in self._read(sql + " ORDER BY id", args):
             rec = dict(zip(("id", "sample", "kind", "user", "time", "reason", "counts"), row,
                            strict=True))
-            rec["counts"] = json.loads(rec["counts"] or "{}")
+            try:
+                rec["counts"] = json.loads(rec["counts"] or "{}")
+            except (ValueError, RecursionError):
+                rec["counts"] = {}  # the sign-off stands; its summary is unreadable
             out.append(rec)
         return out
 

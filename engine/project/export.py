@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from hemalens.engine.errors import ProjectError
 from hemalens.engine.project.annotations import DECISIONS
 from hemalens.engine.project.atomic import atomic_write
 from hemalens.engine.project.derived import item_names
@@ -159,7 +160,40 @@ def _prediction_columns(p: Project) -> dict[str, list[str]]:
     return out
 
 
-def export_cells_csv(path: str | PathLike[str], out_csv: str | PathLike[str]) -> int:
+def check_csv_output(project: Path, out_csv: Path, force: bool) -> None:
+    """Refuse a CSV destination that would overwrite something that is not an export.
+
+    The project itself (or a file in it) is never a destination; an existing file is
+    replaced only when it is an earlier ``hemalens export`` (its header starts with
+    ``cell_id,``), or with ``force``.
+
+    Raises
+    ------
+    ProjectError
+        Naming the destination.
+    """
+    try:
+        dest = out_csv.resolve(strict=False)
+        root = project.resolve(strict=False)
+    except (OSError, RuntimeError) as err:
+        raise ProjectError(out_csv, f"cannot resolve the path ({err})") from err
+    if dest == root or root in dest.parents:
+        raise ProjectError(out_csv, "is the project itself; choose a .csv file outside it")
+    if out_csv.is_dir():
+        raise ProjectError(out_csv, "is a folder; give a .csv file name")
+    if out_csv.exists() and not force:
+        try:
+            with open(out_csv, "rb") as fh:
+                head = fh.read(8)
+        except OSError:
+            head = b""
+        if head != b"cell_id,":
+            raise ProjectError(out_csv, "exists and is not a HemaLens export; use --force to "
+                                        "replace it")
+
+
+def export_cells_csv(path: str | PathLike[str], out_csv: str | PathLike[str], *,
+                     force: bool = False) -> int:
     """Write the cell table of a project as CSV, one row per object (atomically).
 
     Columns: :data:`CSV_LEAD_COLUMNS` first (``file`` as the input was named,
@@ -174,7 +208,10 @@ def export_cells_csv(path: str | PathLike[str], out_csv: str | PathLike[str]) ->
     path : str or PathLike
         The project file.
     out_csv : str or PathLike
-        Destination; an existing file is replaced only when the export succeeds.
+        Destination; an existing export is replaced only when the export succeeds. Any
+        other existing file only with ``force``; the project itself never.
+    force : bool
+        Replace an existing file that is not an earlier export.
 
     Returns
     -------
@@ -184,8 +221,10 @@ def export_cells_csv(path: str | PathLike[str], out_csv: str | PathLike[str]) ->
     Raises
     ------
     ProjectError
-        The project is not readable, or the CSV cannot be written.
+        The project is not readable, the destination is refused, or the CSV cannot be
+        written.
     """
+    check_csv_output(locate_project(path).root, Path(out_csv), force)
     with Project.open(path) as p:
         c = p.cells
         files = np.array([*p.inputs.get("file", np.zeros(0, str)).tolist(), ""], dtype=str)

@@ -25,7 +25,7 @@ import json
 import operator
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from os import PathLike
 from pathlib import Path
@@ -377,7 +377,10 @@ class ProjectWriter:
         for key, value in fields.items():
             dtype = INPUT_COLUMNS[key][0]
             if dtype == "str":
-                out[key] = "" if value is None else str(value)
+                # a file name that is not valid UTF-8 (undecodable bytes arrive as lone
+                # surrogates) is stored readable, with replacement characters
+                text = "" if value is None else str(value)
+                out[key] = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
             elif dtype.startswith("float"):
                 out[key] = np.nan if value is None else float(value)
             else:
@@ -986,18 +989,34 @@ class Project:
     def _load(self) -> None:
         f, path = self._h5, self.path
         marker = bundle.read_marker(path)
+        cells_file = self.paths.cells
+        kinds = {"meta": h5py.Group, "cells": h5py.Group, "inputs": h5py.Group,
+                 "patches/images": h5py.Dataset, "labels/classes": h5py.Dataset}
+        for name, kind in kinds.items():
+            if not isinstance(f.get(name), kind):
+                what = "missing" if name not in f else f"not an HDF5 {kind.__name__.lower()}"
+                raise ProjectError(cells_file, f"damaged project: /{name} is {what}")
         attrs = f["meta"].attrs
-        for name in ("cells", "inputs", "patches/images", "labels/classes"):
-            if name not in f:
-                raise ProjectError(path, f"damaged project: /{name} is missing in cells.h5")
         self.schema_version = int(marker["schema_version"])
         self.project_id = str(marker.get("project_id", ""))
-        self.created = str(attrs.get("created", ""))
-        self.hemalens_version = str(attrs.get("hemalens_version", ""))
-        self.patch_kind = str(attrs["patch_kind"])
-        self.settings: dict = json.loads(attrs.get("settings_json", "{}"))
-        self.meta: dict = json.loads(attrs.get("meta_json", "{}"))
-        imported = _read_small(f["labels/classes"]).tolist()
+        self.created = attr_text(attrs.get("created")) or ""
+        self.hemalens_version = attr_text(attrs.get("hemalens_version")) or ""
+        self.patch_kind = attr_text(attrs.get("patch_kind")) or ""
+        if self.patch_kind not in PATCH_KINDS:
+            raise ProjectError(cells_file, f"damaged project: unknown patch kind "
+                                           f"{self.patch_kind!r}")
+        try:
+            self.settings: dict = attr_json(attrs, "settings_json", {})
+            self.meta: dict = attr_json(attrs, "meta_json", {})
+        except ValueError as err:
+            raise ProjectError(cells_file, f"damaged project: {err}") from None
+        classes_ds = f["labels/classes"]
+        if classes_ds.ndim != 1 or not (h5py.check_string_dtype(classes_ds.dtype)
+                                        or classes_ds.dtype.kind in "SU"):
+            raise ProjectError(cells_file, "damaged project: the class names are not text")
+        imported = _read_small(classes_ds).tolist()
+        if len(set(imported)) != len(imported) or any(not c.strip() for c in imported):
+            raise ProjectError(cells_file, "damaged project: empty or repeated class names")
         cells: dict[str, np.ndarray] = {}
         for name, ds in f["cells"].items():
             if isinstance(ds, h5py.Dataset) and ds.ndim == 1 and name not in DERIVED_CELL_COLUMNS:
@@ -1005,14 +1024,25 @@ class Project:
         stored = [c for c in CELL_COLUMNS if c not in DERIVED_CELL_COLUMNS]
         missing = [c for c in stored if c not in cells]
         if missing:
-            raise ProjectError(path, f"damaged project: cell columns {missing} are missing")
+            raise ProjectError(cells_file, f"damaged project: cell columns {missing} are "
+                                           "missing")
+        for name in stored:
+            want = np.dtype(CELL_COLUMNS[name][0]).kind
+            got = cells[name].dtype.kind
+            ok = got in {"f": "fiu", "i": "iu", "u": "iu", "b": "biu", "S": "SU"}[want]
+            if not ok:
+                raise ProjectError(cells_file, f"damaged project: cell column {name!r} holds "
+                                               f"{cells[name].dtype}, not {CELL_COLUMNS[name][0]}")
+            if want != "S" and got != want:
+                cells[name] = cells[name].astype(CELL_COLUMNS[name][0])
         lengths = {len(v) for v in cells.values()}
         if len(lengths) != 1:
-            raise ProjectError(path, "damaged project: cell columns differ in length")
+            raise ProjectError(cells_file, "damaged project: cell columns differ in length")
         self.n_cells = lengths.pop()
         original = np.asarray(cells["original_label"], np.int16)
         if original.size and (original.min() < -1 or original.max() >= len(imported)):
-            raise ProjectError(path, "damaged project: label codes outside the class list")
+            raise ProjectError(cells_file, "damaged project: label codes outside the class "
+                                           "list")
         self.annotations = AnnotationStore.open(
             self.paths.annotations, original, read_only=self.mode == "r",
             project_id=self.project_id or None,
@@ -1028,15 +1058,28 @@ class Project:
         self.inputs: dict[str, np.ndarray] = {
             c: inputs.pop(c) for c in INPUT_COLUMNS if c in inputs
         } | inputs
+        n_inputs = len(self.inputs.get("file", []))
+        ids = self.cells["input_id"]
+        if ids.size and (ids.min() < -1 or ids.max() >= n_inputs):
+            raise ProjectError(cells_file, "damaged project: cells refer to inputs that the "
+                                           "input table does not hold")
         self._images: h5py.Dataset = f["patches/images"]
         raw = f["patches"].get("raw")
         self._raw: h5py.Dataset | None = raw if isinstance(raw, h5py.Dataset) and len(raw) else None
         if self._images.shape[0] != self.n_cells:
             raise ProjectError(
-                path, f"damaged project: {self._images.shape[0]} patches for {self.n_cells} cells"
+                cells_file,
+                f"damaged project: {self._images.shape[0]} patches for {self.n_cells} cells"
             )
         self.patch_shape: tuple[int, ...] = tuple(self._images.shape[1:])
-        self.normalisation: dict = json.loads(self._images.attrs.get("normalisation_json", "{}"))
+        good_shape = len(self.patch_shape) == (2 if self.patch_kind == "phase" else 3)
+        if not good_shape or min(self.patch_shape, default=0) < 1 or max(self.patch_shape) > 4096:
+            raise ProjectError(cells_file, f"damaged project: patches of shape "
+                                           f"{self.patch_shape} for {self.patch_kind} cells")
+        try:
+            self.normalisation: dict = attr_json(self._images.attrs, "normalisation_json", {})
+        except ValueError as err:
+            raise ProjectError(cells_file, f"damaged project: {err}") from None
         self._out_dtype = np.dtype(np.float32 if self.patch_kind == "phase" else np.uint8)
 
     @property
@@ -1081,8 +1124,24 @@ class Project:
         -------
         numpy.ndarray
             The patch.
+
+        Raises
+        ------
+        ProjectError
+            The patch's bytes are damaged (naming ``cells.h5`` and the cell).
         """
-        return self._images[self._index(i)].astype(self._out_dtype, copy=False)
+        i = self._index(i)
+        with self._reading(f"the patch of cell {i}"):
+            return self._images[i].astype(self._out_dtype, copy=False)
+
+    @contextlib.contextmanager
+    def _reading(self, what: str) -> Iterator[None]:
+        """Turn HDF5 read errors of damaged bytes into a one-line ProjectError."""
+        try:
+            yield
+        except (OSError, RuntimeError) as err:
+            raise ProjectError(self.paths.cells,
+                               f"damaged project: cannot read {what} ({one_line(err)})") from err
 
     def images(self, idx: Any) -> np.ndarray:
         """Return several patches in the order asked (any order, repeats allowed).
@@ -1118,7 +1177,8 @@ class Project:
         breaks = np.flatnonzero(np.diff(uniq) != 1) + 1
         for s, e in zip(np.r_[0, breaks], np.r_[breaks, len(uniq)], strict=True):
             if e > s:
-                ds.read_direct(out, np.s_[uniq[s] : uniq[e - 1] + 1], np.s_[s:e])
+                with self._reading(f"the patches of cells {uniq[s]}..{uniq[e - 1]}"):
+                    ds.read_direct(out, np.s_[uniq[s] : uniq[e - 1] + 1], np.s_[s:e])
         if len(uniq) == len(idx) and np.array_equal(uniq, idx):
             return out
         return out[inv.reshape(-1)]
@@ -1137,7 +1197,10 @@ class Project:
             ``(S, S)`` float32.
         """
         i = self._index(i)
-        return None if self._raw is None else self._raw[i].astype(np.float32, copy=False)
+        if self._raw is None:
+            return None
+        with self._reading(f"the raw phase of cell {i}"):
+            return self._raw[i].astype(np.float32, copy=False)
 
     # -- labels ---------------------------------------------------------------------------
     def label_names(self, codes: Any = None) -> np.ndarray:
@@ -1317,7 +1380,62 @@ def attr_text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+#: Longest JSON text read from a project (settings, specs, histories): larger is damage.
+MAX_JSON_CHARS = 16 * 1024 * 1024
+
+
+def parse_json(text: str | bytes | None, what: str, default: Any = None,
+               kind: type | None = None) -> Any:
+    """Parse JSON read from a project, refusing damaged text in one line.
+
+    Parameters
+    ----------
+    text : str, bytes or None
+        The text (None gives ``default``).
+    what : str
+        What it is, for the message (``"settings_json"``).
+    default : object
+        Returned for None.
+    kind : type, optional
+        The type the value must have (``dict``, ``list``).
+
+    Returns
+    -------
+    object
+        The value.
+
+    Raises
+    ------
+    ValueError
+        Too large, not JSON, nested too deeply (no ``RecursionError`` escapes), or of the
+        wrong type; one line.
+    """
+    if text is None:
+        return default
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    if not isinstance(text, str):
+        raise ValueError(f"{what} is not text")
+    if len(text) > MAX_JSON_CHARS:
+        raise ValueError(f"{what} is {len(text) / 1e6:.0f} MB of JSON (damaged)")
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"{what} is JSON nested too deeply (damaged)") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{what} is not valid JSON ({err.msg} at {err.pos})") from None
+    if kind is not None and not isinstance(value, kind):
+        raise ValueError(f"{what} is JSON of the wrong type ({type(value).__name__})")
+    return value
+
+
 def attr_json(attrs: h5py.AttributeManager, key: str, default: Any) -> Any:
-    """Parse the JSON text stored in attribute ``key``; ``default`` when it is absent."""
-    raw = attr_text(attrs.get(key))
-    return default if raw is None else json.loads(raw)
+    """Parse the JSON text stored in attribute ``key``; ``default`` when it is absent.
+
+    Raises
+    ------
+    ValueError
+        Damaged JSON (see :func:`parse_json`), in one line.
+    """
+    kind = type(default) if isinstance(default, (dict, list)) else None
+    return parse_json(attr_text(attrs.get(key)), key, default, kind)

@@ -32,7 +32,6 @@ copy of the patches, and a failure leaves the previous predictions untouched.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from os import PathLike
 from typing import Any
@@ -51,6 +50,7 @@ from hemalens.engine.project.store import (
     iso_utc,
     locate_project,
     open_cells_h5,
+    parse_json,
     to_json,
 )
 
@@ -238,11 +238,24 @@ def read_predictions(
                 )
             cols[col] = ds[()]
         try:
-            attrs = json.loads(attr_text(g.attrs.get("attrs_json")) or "{}")
-        except json.JSONDecodeError as err:
-            raise ProjectError(file, "damaged predictions: bad attrs JSON") from err
-        if not isinstance(attrs, dict):
-            raise ProjectError(file, "damaged predictions: attrs JSON is not an object")
+            attrs = parse_json(attr_text(g.attrs.get("attrs_json")) or "{}", "attrs_json",
+                               kind=dict)
+        except ValueError as err:
+            raise ProjectError(file, f"damaged predictions: {err}") from None
+        for col in ("predicted", "confidence"):
+            if col not in cols:
+                raise ProjectError(file, f"damaged predictions: the {col!r} column is missing")
+        if cols["predicted"].ndim != 1 or cols["predicted"].dtype.kind not in "iu":
+            raise ProjectError(file, "damaged predictions: 'predicted' is not class codes")
+        names = attrs.get("class_names")
+        if names is not None:
+            if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
+                raise ProjectError(file, "damaged predictions: class_names is not a list of "
+                                         "names")
+            pred = cols["predicted"]
+            if pred.size and (pred.min() < -1 or pred.max() >= len(names)):
+                raise ProjectError(file, "damaged predictions: class codes outside the "
+                                         "model's classes")
         attrs["model"] = name
         attrs.setdefault("created", attr_text(g.attrs.get("created")) or "")
         return cols, attrs

@@ -196,3 +196,24 @@ def test_trailing_channel_axis_and_npz_string_metadata(tmp_path, stack):
     assert detect_modality(q) == "phase"  # stated, so no carrier test is needed
     with open_source(_spec(q)) as src:  # phase_scale comes from the archive
         _check(src, (stack[:2] * 100).astype(np.int16).astype(np.float32) * np.float32(0.01))
+
+
+def test_tiff_pages_appended_one_by_one_are_all_read(tmp_path, stack):
+    """A stack written with tifffile's append=True is one series per page: all are frames."""
+    p = tmp_path / "appended.tif"
+    for frame in stack[:3]:
+        tifffile.imwrite(p, frame, append=True)
+    assert len(tifffile.TiffFile(p).series) == 3
+    with open_source(_spec(p, modality="phase")) as src:
+        _check(src, stack[:3])
+
+
+def test_tiff_with_pages_of_different_shapes_is_refused_in_one_line(tmp_path, stack):
+    p = tmp_path / "mixed.tif"
+    tifffile.imwrite(p, stack[0], append=True)
+    tifffile.imwrite(p, stack[1][:32, :40], append=True)
+    with pytest.raises(InputError) as err:
+        open_source(_spec(p, modality="phase"))
+    msg = str(err.value)
+    assert msg.startswith(str(p)) and "different shapes" in msg and "48x64" in msg
+    assert "32x40" in msg and "\n" not in msg

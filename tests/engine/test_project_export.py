@@ -95,7 +95,7 @@ def test_csv_shows_relabelled_names(project, tmp_path):
 def test_csv_is_atomic(project, tmp_path, monkeypatch):
     path, _ = project
     out = tmp_path / "cells.csv"
-    out.write_text("previous export\n")
+    out.write_text("cell_id,previous export\n")
 
     class BrokenWriter:
         def __init__(self, fh):
@@ -110,7 +110,7 @@ def test_csv_is_atomic(project, tmp_path, monkeypatch):
     monkeypatch.setattr(export.csv, "writer", BrokenWriter)
     with pytest.raises(OSError, match="disk full"):
         export_cells_csv(path, out)
-    assert out.read_text() == "previous export\n"
+    assert out.read_text() == "cell_id,previous export\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cells.csv", "p.hemalens"]
     monkeypatch.undo()
     with pytest.raises(ProjectError, match="does not exist"):

@@ -229,3 +229,44 @@ def test_predictions_sort_least_certain_first_and_show_in_the_inspector(
     assert window.cell_panel.value_of("predicted") == classes[predicted[first]]
     assert window.cell_panel.value_of("confidence") == pytest.approx(confidence[first])
     assert window.cell_panel.value_of(f"p({classes[0]})") == pytest.approx(mean[first, 0])
+
+
+def _damaged_copy(src, dst, how):
+    import h5py
+
+    shutil.copytree(src, dst)
+    if how == "class names are integers":
+        with h5py.File(dst / "cells.h5", "r+") as f:
+            del f["labels/classes"]
+            f["labels/classes"] = np.arange(4)
+    return dst
+
+
+def test_a_damaged_project_is_refused_with_a_dialog_not_a_crash(
+    window, small_project, tmp_path, message_boxes
+):
+    bad = _damaged_copy(small_project, tmp_path / "bad.hemalens", "class names are integers")
+    assert not window.open_project(bad)
+    assert len(message_boxes) == 1
+    assert "class names are not text" in message_boxes[0][2] and str(bad) in message_boxes[0][2]
+    assert window.project is None
+
+
+def test_predictions_without_their_class_column_open_without_them(
+    window, small_project, tmp_path, message_boxes
+):
+    import h5py
+
+    from hemalens.engine.review import write_predictions
+
+    path = tmp_path / "p.hemalens"
+    shutil.copytree(small_project, path)
+    with Project.open(path) as p:
+        n = p.n_cells
+    write_predictions(path, "m", {"predicted": np.zeros(n, np.int16),
+                                  "confidence": np.ones(n, np.float32)}, {})
+    with h5py.File(path / "derived/predictions/m.h5", "r+") as f:
+        del f["predicted"]
+    assert window.open_project(path)  # the cells are shown, the damage is reported
+    assert window.gallery.model.rowCount() == 300
+    assert "damaged predictions" in window.statusBar().currentMessage()
