@@ -52,11 +52,13 @@ def test_spec_round_trip_and_defaults():
     ("kwargs", "match"),
     [
         ({"arch": "resnet"}, "unknown architecture"),
-        ({"n_classes": 1}, "n_classes must be >= 2"),
+        ({"n_classes": 1}, "n_classes must be within 2..1000"),
+        ({"n_classes": 10**9}, "n_classes must be within 2..1000"),
         ({"dropout": 1.0}, "dropout"),
         ({"dropout": -0.1}, "dropout"),
         ({"input_size": 64}, "lenet5 takes 32x32"),
-        ({"arch": "alexnet", "input_size": 32}, "alexnet needs input_size >= 63"),
+        ({"arch": "alexnet", "input_size": 32}, "alexnet needs input_size within 63..1024"),
+        ({"arch": "alexnet", "input_size": 10**7}, "alexnet needs input_size within 63..1024"),
     ],
 )
 def test_spec_rejects_bad_values(kwargs, match):
