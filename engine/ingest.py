@@ -57,24 +57,40 @@ def _input_record(spec: InputSpec) -> dict[str, Any]:
     }
 
 
-def _phase_frames(
-    source: FrameSource, settings: SegmentSettings
+def block_of(n_frames: int, index: int, settings: SegmentSettings) -> list[int]:
+    """Return the background block (frames sharing one median background) holding ``index``."""
+    for block in background_blocks(n_frames, settings.background_n):
+        if index in block:
+            return list(block)
+    raise ValueError(f"frame {index} is outside 0..{n_frames - 1}")
+
+
+def phase_block(
+    source: FrameSource, block: list[int], settings: SegmentSettings
 ) -> Iterator[tuple[int, np.ndarray, SegmentSettings]]:
-    """Yield ``(index, background-subtracted phase, settings)`` block by block.
+    """Yield ``(index, background-subtracted phase, settings)`` for one block of frames.
 
     Memory stays bounded by one block; the noise-adaptive threshold is set once per
     block (the noise of a run is stationary) from the median over a few of its frames.
+    The import and its preview (:mod:`hemalens.engine.preview`) both go through here.
     """
+    stack = np.stack([source.read(i) for i in block])
+    if len(block) >= MIN_BACKGROUND_FRAMES:
+        stack -= median_background(stack)[None]
+    else:
+        stack = np.stack([remove_tilt(frame) for frame in stack])
+    threshold = float(np.median([adaptive_threshold(f, settings) for f in stack[:5]]))
+    block_settings = replace(settings, threshold_rad=threshold, noise_k=0.0)
+    for offset, i in enumerate(block):
+        yield i, stack[offset], block_settings
+
+
+def _phase_frames(
+    source: FrameSource, settings: SegmentSettings
+) -> Iterator[tuple[int, np.ndarray, SegmentSettings]]:
+    """Yield ``(index, background-subtracted phase, settings)`` block by block."""
     for block in background_blocks(source.n_frames, settings.background_n):
-        stack = np.stack([source.read(i) for i in block])
-        if len(block) >= MIN_BACKGROUND_FRAMES:
-            stack -= median_background(stack)[None]
-        else:
-            stack = np.stack([remove_tilt(frame) for frame in stack])
-        threshold = float(np.median([adaptive_threshold(f, settings) for f in stack[:5]]))
-        block_settings = replace(settings, threshold_rad=threshold, noise_k=0.0)
-        for offset, i in enumerate(block):
-            yield i, stack[offset], block_settings
+        yield from phase_block(source, list(block), settings)
 
 
 def _frame_cells(

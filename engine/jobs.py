@@ -3,7 +3,9 @@
 Engine jobs are plain functions taking a ``progress`` argument that satisfies
 :class:`Progress`. They report with ``set_status``/``set_progress`` and call
 :func:`checkpoint` between frames or batches; a cancelled job raises
-:class:`Cancelled` and leaves no half-written output behind. The GUI adapts this to Qt
+:class:`Cancelled` and leaves no half-written output behind. A job may also hand out
+partial results (a training's per-epoch curves) with :func:`report`; a progress object
+that has a ``report`` method receives them, others ignore them. The GUI adapts this to Qt
 signals in one worker type; the CLI adapts it to ``tqdm`` on stderr.
 """
 
@@ -113,6 +115,25 @@ class SubProgress:
 
     def is_cancelled(self) -> bool:  # noqa: D102
         return self.outer is not None and self.outer.is_cancelled()
+
+    def report(self, record: dict) -> None:
+        """Pass a partial result on to the outer progress."""
+        report(self.outer, record)
+
+
+def report(progress: Progress | None, record: dict) -> None:
+    """Hand a partial result (e.g. ``{"epoch": 3, "val_macro_f1": 0.8}``) to the caller.
+
+    Parameters
+    ----------
+    progress : Progress or None
+        The job's progress object; one without a ``report`` method ignores the record.
+    record : dict
+        JSON-ready values.
+    """
+    fn = getattr(progress, "report", None)
+    if fn is not None:
+        fn(record)
 
 
 def checkpoint(progress: Progress | None) -> None:

@@ -471,7 +471,7 @@ class ExplanationView(QWidget):
         job = start_job(
             explain_one, path, self._loaded, request.method, request.cell, request.patch,
             request.target, title=f"Explaining cell {request.cell}", parent=self,
-            show_dialog=False, show_errors=False,
+            show_dialog=False, show_errors=False, transient=True,
         )
         self.jobs_started += 1
         self._running = (job, request)

@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import shiboken6
 from PySide6.QtCore import QObject, Qt, QThreadPool, Signal, Slot
 from PySide6.QtWidgets import QMessageBox, QProgressDialog, QPushButton, QWidget
 from superqt.utils import FunctionWorker, create_worker
@@ -81,6 +82,7 @@ class QtProgress(QObject):
 
     status_changed = Signal(str)
     progress_changed = Signal(int, object)  # done, total (None when unknown)
+    reported = Signal(object)  # a partial result (engine.jobs.report), e.g. an epoch
 
     def __init__(
         self,
@@ -109,6 +111,10 @@ class QtProgress(QObject):
         """Return True once :meth:`cancel` was called (or the event was set)."""
         return self.cancel_event.is_set()
 
+    def report(self, record: dict) -> None:
+        """Emit ``reported`` with a partial result (never throttled: they are rare)."""
+        self.reported.emit(dict(record))
+
     def cancel(self) -> None:
         """Request cancellation; the job stops at its next checkpoint."""
         self.cancel_event.set()
@@ -123,6 +129,7 @@ class Job(QObject):
 
     status = Signal(str)
     progress = Signal(int, object)
+    reported = Signal(object)
     succeeded = Signal(object)
     failed = Signal(object)
     cancelled = Signal()
@@ -141,12 +148,18 @@ class Job(QObject):
         show_dialog: bool,
         show_errors: bool,
         min_interval: float,
+        transient: bool = False,
     ) -> None:
         super().__init__()
         self.title = title
+        self.transient = transient
         self.state = "running"
         self.result: Any = None
         self.error: BaseException | None = None
+        self.started_at = time.monotonic()
+        self.ended_at: float | None = None
+        self.last_status = ""
+        self.done, self.total = 0, None  # type: tuple[int, int | None]
         self._parent = parent
         self._on_result = on_result
         self._on_error = on_error
@@ -155,6 +168,7 @@ class Job(QObject):
         self.progress_adapter = QtProgress(min_interval=min_interval, parent=self)
         self.progress_adapter.status_changed.connect(self._on_status)
         self.progress_adapter.progress_changed.connect(self._on_progress)
+        self.progress_adapter.reported.connect(self.reported)
 
         self.dialog: QProgressDialog | None = None
         if show_dialog:
@@ -192,8 +206,22 @@ class Job(QObject):
     def start(self) -> Job:
         """Queue the worker on the global thread pool and keep this job alive."""
         _ACTIVE.add(self)
+        if not self.transient:
+            registry().add(self)
         self.worker.start()
         return self
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the job started (until it ended)."""
+        return (self.ended_at or time.monotonic()) - self.started_at
+
+    @property
+    def message(self) -> str:
+        """The job's state in one line (its error, when it failed)."""
+        if self.state == "error" and self.error is not None:
+            return one_line_message(self.error)
+        return self.last_status or self.state
 
     @Slot()
     def cancel(self) -> None:
@@ -207,12 +235,14 @@ class Job(QObject):
 
     @Slot(str)
     def _on_status(self, text: str) -> None:
+        self.last_status = text
         if self.dialog is not None and not self.progress_adapter.is_cancelled():
             self.dialog.setLabelText(text)
         self.status.emit(text)
 
     @Slot(int, object)
     def _on_progress(self, done: int, total: int | None) -> None:
+        self.done, self.total = int(done), total
         if self.dialog is not None:
             if total is None or total <= 0:
                 self.dialog.setRange(0, 0)  # busy indicator
@@ -256,20 +286,57 @@ class Job(QObject):
             log.error("%s failed: %s", self.title, one_line_message(exc),
                       exc_info=(type(exc), exc, exc.__traceback__))
             if self._show_errors:
-                show_error(self._parent, self.title, one_line_message(exc))
-            if self._on_error is not None:
+                show_error(self._owner(), self.title, one_line_message(exc))
+            if self._on_error is not None and self._owner_alive():
                 self._on_error(exc)
             self.failed.emit(exc)
         else:
             self._end("done")
-            if self._on_result is not None:
+            if self._on_result is not None and self._owner_alive():
                 self._on_result(self.result)
             self.succeeded.emit(self.result)
         self.ended.emit(self.state)
 
+    def _owner_alive(self) -> bool:
+        # A window closed while its job ran must not be called back into.
+        return self._parent is None or shiboken6.isValid(self._parent)
+
+    def _owner(self) -> QWidget | None:
+        return self._parent if self._owner_alive() else None
+
     def _end(self, state: str) -> None:
         self.state = state
+        self.ended_at = time.monotonic()
         _ACTIVE.discard(self)
+
+
+class JobRegistry(QObject):
+    """Every job this program started (the jobs panel lists them), newest last."""
+
+    added = Signal(object)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.jobs: list[Job] = []
+
+    def add(self, job: Job) -> None:
+        """Record a started job (the oldest finished ones are forgotten past 200)."""
+        self.jobs.append(job)
+        if len(self.jobs) > 200:
+            self.jobs = [j for j in self.jobs if j.is_running] + [
+                j for j in self.jobs if not j.is_running][-150:]
+        self.added.emit(job)
+
+
+_REGISTRY: JobRegistry | None = None
+
+
+def registry() -> JobRegistry:
+    """Return the application's job registry (created on first use, in the GUI thread)."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = JobRegistry()
+    return _REGISTRY
 
 
 def start_job(
@@ -282,6 +349,7 @@ def start_job(
     show_dialog: bool = True,
     show_errors: bool = True,
     min_interval: float = 0.05,
+    transient: bool = False,
     **kwargs: Any,
 ) -> Job:
     """Run ``fn(*args, progress=..., **kwargs)`` on the global thread pool.
@@ -307,6 +375,9 @@ def start_job(
         Show a critical message box with the one-line message when the job fails.
     min_interval : float
         Throttle of progress signals, seconds (default 0.05: about 20 per second).
+    transient : bool
+        A view's own short job (an explanation of the shown cell, a preview): cancelled
+        without asking when the window closes, and not listed in the jobs panel.
 
     Returns
     -------
@@ -316,19 +387,25 @@ def start_job(
     job = Job(
         fn, args, kwargs, title=title, parent=parent, on_result=on_result, on_error=on_error,
         show_dialog=show_dialog, show_errors=show_errors, min_interval=min_interval,
+        transient=transient,
     )
     return job.start()
 
 
-def active_jobs() -> list[Job]:
+def active_jobs(*, transient: bool = True) -> list[Job]:
     """Return the jobs that have not ended yet.
+
+    Parameters
+    ----------
+    transient : bool
+        Include the views' own short jobs.
 
     Returns
     -------
     list of Job
         Running jobs, in no particular order.
     """
-    return [job for job in _ACTIVE if job.is_running]
+    return [job for job in _ACTIVE if job.is_running and (transient or not job.transient)]
 
 
 def cancel_all(timeout_ms: int = 5000) -> bool:

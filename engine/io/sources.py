@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol, cast, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import numpy as np
 
@@ -120,6 +120,37 @@ def detect_modality(path: Path) -> Modality:
             stack.close()
 
 
+def probe_input(path: Path) -> dict[str, Any]:
+    """Read what an input file says about itself, before pixel size or wavelength are known.
+
+    Parameters
+    ----------
+    path : Path
+        The file.
+
+    Returns
+    -------
+    dict
+        ``modality`` (detected), ``n_frames``, ``frame_shape``, ``pixel_size_um`` and
+        ``wavelength_nm`` (None where the file does not say).
+
+    Raises
+    ------
+    InputError
+        The file cannot be read.
+    """
+    file = str(path)
+    with wrap_errors(file, "cannot read"):
+        stack = open_stack(Path(path), file)
+        try:
+            return {"modality": _modality_of(stack), "n_frames": int(stack.n_frames),
+                    "frame_shape": tuple(int(v) for v in stack.frame_shape),
+                    "pixel_size_um": stack.meta.pixel_size_um,
+                    "wavelength_nm": stack.meta.wavelength_nm}
+        finally:
+            stack.close()
+
+
 def open_source(spec: InputSpec) -> FrameSource:
     """Open an input as a frame source of the spec's (or the detected) modality.
 
@@ -161,4 +192,4 @@ def open_source(spec: InputSpec) -> FrameSource:
         return cast(FrameSource, source)
 
 
-__all__ = ["CARRIER_THRESHOLD", "FrameSource", "detect_modality", "open_source"]
+__all__ = ["CARRIER_THRESHOLD", "FrameSource", "detect_modality", "open_source", "probe_input"]

@@ -22,6 +22,8 @@ __all__ = [
     "active_model",
     "active_model_info",
     "model_info",
+    "model_split",
+    "model_summaries",
     "model_names",
     "require_model",
     "set_active_setting",
@@ -171,3 +173,98 @@ def active_model_info(project: ProjectLike) -> dict[str, Any] | None:
     paths = _paths(project)
     name = active_model(paths)
     return None if name is None else _info(paths, name)
+
+
+def model_split(project: ProjectLike, name: str) -> dict[str, Any]:
+    """Return the cell ids a model trained, validated and was tested on, and its calibration.
+
+    Parameters
+    ----------
+    project : str, PathLike, Project or ProjectPaths
+        The project.
+    name : str
+        The model.
+
+    Returns
+    -------
+    dict
+        ``{"train", "val", "test"}`` int64 cell ids (empty when the model stores row
+        indices instead: ``split_ids`` "index"), ``"calibration"`` (the fitted
+        temperatures etc., a dict) and ``"split_ids"``.
+
+    Raises
+    ------
+    ProjectError
+        No such model, or a damaged model file.
+    """
+    import numpy as np
+
+    paths = _paths(project)
+    require_model(paths, name)
+    with read_item(paths, "models", name) as f:
+        if f is None:
+            raise ProjectError(paths.root, f"no model named {name!r}")
+        try:
+            kind = attr_text(f.attrs.get("split_ids")) or "cell_id"
+            extra = attr_json(f.attrs, "extra_json", {})
+            out: dict[str, Any] = {"split_ids": kind,
+                                   "calibration": dict(extra.get("calibration") or {})}
+            g = f.get("split")
+            for part in ("train", "val", "test"):
+                ids = np.asarray(g[part][()], np.int64) if g is not None and part in g else \
+                    np.zeros(0, np.int64)
+                out[part] = ids if kind == "cell_id" else np.zeros(0, np.int64)
+        except (ValueError, KeyError, OSError) as err:
+            raise ProjectError(paths.item("models", name),
+                               f"model {name!r} is damaged: {err}") from err
+    return out
+
+
+def model_summaries(project: ProjectLike) -> list[dict[str, Any]]:
+    """List the models for the models panel, oldest first, without torch or the weights.
+
+    Parameters
+    ----------
+    project : str, PathLike, Project or ProjectPaths
+        The project.
+
+    Returns
+    -------
+    list of dict
+        ``name``, ``active``, ``created``, ``arch``, ``input_size``, ``class_names``,
+        ``val_macro_f1``, ``test_f1`` (MC-mean inference, when scored), ``temperature``,
+        ``ece`` and ``ece_ts`` (MC mean on the test split, when scored), ``epochs_run``,
+        ``n_train``; a damaged model is listed with ``damaged`` (its reason).
+    """
+    import math
+
+    paths = _paths(project)
+    active = active_model(paths)
+    rows = []
+    for name in model_names(paths):
+        row: dict[str, Any] = {"name": name, "active": name == active}
+        try:
+            with read_item(paths, "models", name) as f:
+                if f is None:
+                    continue
+                a = f.attrs
+                spec = attr_json(a, "spec_json", {})
+                metrics = attr_json(a, "metrics_json", {})
+                extra = attr_json(a, "extra_json", {})
+                test = extra.get("test") or {}
+                t = float(a.get("temperature", math.nan))
+                row |= {
+                    "created": attr_text(a.get("created")) or "",
+                    "arch": spec.get("arch"), "input_size": spec.get("input_size"),
+                    "class_names": attr_json(a, "class_names_json", []),
+                    "val_macro_f1": metrics.get("val_macro_f1"),
+                    "epochs_run": metrics.get("epochs_run"), "n_train": metrics.get("n_train"),
+                    "test_f1": ((test.get("table1") or {}).get("mc_mean") or {}).get("f1"),
+                    "ece": ((test.get("table2") or {}).get("mc_mean") or {}).get("ece"),
+                    "ece_ts": ((test.get("table2") or {}).get("mc_mean") or {}).get("ece_ts"),
+                    "temperature": None if math.isnan(t) else t,
+                }
+        except (ProjectError, ValueError, OSError, KeyError) as err:
+            row["damaged"] = " ".join(str(err).split())
+        rows.append(row)
+    return sorted(rows, key=lambda r: (str(r.get("created", "")), r["name"]))

@@ -248,7 +248,11 @@ def write_report(
           ``hemalens.engine.calibrate.reliability_data``, or ``{measure: that}``;
         - ``calibration``: ``{measure: {"ece", "mce", ...}}`` numbers to tabulate;
         - ``meta``: ``{key: value}`` shown at the top (model, measure, temperature, ...);
-          default: the top-level ``model``, ``measure`` and ``threshold`` entries.
+          default: the top-level ``model``, ``measure`` and ``threshold`` entries;
+        - ``signoffs``: ``[{"sample", "kind", "user", "time", "reason"}]`` rows;
+        - ``changes``: ``{"summary": {user: {op: n}}, "rows": [{"time", "user", "op",
+          "cell_id", "change", "reason"}], "csv": file name}`` (the reviewer's edits; the
+          HTML lists the newest ``MAX_QUEUE_ROWS``).
     title : str
         Page title and heading.
 
@@ -273,6 +277,33 @@ def write_report(
         body.append(_differential_html(diff, names))
         png = _differential_figure(diff, names, out / "differential.png")
         body.append(f'<img src="{png}" alt="differential count per sample">')
+
+    signoffs = review.get("signoffs") or []
+    if signoffs:
+        body.append("<h2>Sign-off</h2>")
+        body.append(_table(["sample", "action", "by", "when", "reason"],
+                           [[_e(r["sample"]), _e(r["kind"]), _e(r["user"]),
+                             _e(str(r["time"])[:19].replace("T", " ")), _e(r.get("reason", ""))]
+                            for r in signoffs], left=5))
+    changes = review.get("changes") or {}
+    if changes:
+        body.append("<h2>Reviewer's changes</h2>")
+        summary = changes.get("summary") or {}
+        ops = sorted({op for v in summary.values() for op in v})
+        if summary:
+            body.append(_table(["reviewer", *map(_e, ops)],
+                               [[_e(u), *(str(v.get(op, 0)) for op in ops)]
+                                for u, v in summary.items()]))
+        rows = changes.get("rows") or []
+        shown = rows[-MAX_QUEUE_ROWS:][::-1]
+        if shown:
+            more = (f" (the newest {len(shown)} of {len(rows)}; all in "
+                    f"{_e(changes.get('csv', 'the CSV'))})" if len(rows) > len(shown) else "")
+            body.append(f"<p class=\"note\">Every edit is in the project's history{more}.</p>")
+            body.append(_table(["when", "reviewer", "command", "cell", "change", "reason"],
+                               [[_e(str(r["time"])[:19].replace("T", " ")), _e(r["user"]),
+                                 _e(r["op"]), str(r["cell_id"]), _e(r["change"]),
+                                 _e(r.get("reason", ""))] for r in shown], left=6))
 
     if "queue" in review or review.get("queue_metrics"):
         body.append("<h2>Mislabel queue</h2>")

@@ -22,14 +22,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from os import PathLike
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hemalens.engine.errors import HemaLensError, ProjectError
 from hemalens.engine.project.annotations import DECISIONS, ActionResult, default_user
-from hemalens.engine.project.store import Project
 from hemalens.engine.review.queue import REVIEW_BELOW, REVIEW_THRESHOLD, disputed, review_queue
+
+if TYPE_CHECKING:
+    from hemalens.engine.project.store import Project
 
 __all__ = [
     "ORDERS",
@@ -188,6 +190,7 @@ class ReviewSession:
         self.signed: dict[str, dict[str, Any]] = self.store.signed_samples()
         self._last_change = self.store.last_change()
         self._predictions: _Predictions | None = None
+        self.prediction_error: str | None = None
         self.queue = np.zeros(0, np.int64)
         self.in_queue = np.zeros(self.n_cells, bool)
         self.filter = ReviewFilter()
@@ -217,6 +220,8 @@ class ReviewSession:
         -------
         ReviewSession
         """
+        from hemalens.engine.project.store import Project  # h5py: not at GUI start-up
+
         project = Project.open(path, "r+")
         try:
             return cls(project, user=user, **kwargs)
@@ -253,10 +258,18 @@ class ReviewSession:
 
     # -- predictions --------------------------------------------------------------------
     def load_predictions(self, model_name: str | None = None) -> None:
-        """(Re)read the stored predictions of the active (or the named) model."""
+        """(Re)read the stored predictions of the active (or the named) model.
+
+        Damaged predictions do not stop the review: the session goes on without
+        them and :attr:`prediction_error` carries the one-line reason.
+        """
         from hemalens.engine.review.predictions import read_predictions
 
-        found = read_predictions(self.project, model_name)
+        self.prediction_error = None
+        try:
+            found = read_predictions(self.project, model_name)
+        except ProjectError as exc:
+            found, self.prediction_error = None, str(exc)
         self._predictions = None if found is None else self._map_predictions(*found)
         self._update_queue()
         self._order_cache.clear()
@@ -639,10 +652,15 @@ class ReviewSession:
             self.signed = signed
             self._emit("signoff", source=source)
         if changed.size:
-            if self.filter != ReviewFilter(qc=self.filter.qc) or self.order == "class":
-                self._visible = None  # label/decision filters may change membership
+            # The shown cells stay as they are (a decided cell does not jump away under a
+            # "undecided" filter); refresh_view() applies the filter to the new labels.
             self._emit("cells", changed, source)
         return changed
+
+    def refresh_view(self, *, source: Any = None) -> None:
+        """Apply the filter and order again to the labels and decisions as they are now."""
+        self._visible = None
+        self._emit("view", source=source)
 
     # -- differential and sign-off --------------------------------------------------------
     def reviewed_class(self) -> np.ndarray:

@@ -20,7 +20,7 @@ import torch
 from sklearn.metrics import f1_score
 from torch import nn
 
-from hemalens.engine.jobs import Progress, checkpoint
+from hemalens.engine.jobs import Progress, checkpoint, report
 from hemalens.engine.models import (
     ARCHITECTURES,
     DEFAULT_DROPOUT,
@@ -394,6 +394,7 @@ def _fit(
                 "seconds": time.perf_counter() - t0,
             }
         )
+        report(progress, {"kind": "epoch", **history[-1]})
         if progress is not None:
             progress.set_progress(epoch, config.epochs)
             progress.set_status(f"Epoch {epoch}/{config.epochs}: validation macro-F1 {f1:.3f}")

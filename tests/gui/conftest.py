@@ -19,13 +19,28 @@ PATCH = 50
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _gui_session(qapp):
-    """Name the app like the real one, configure pyqtgraph, keep data paths out of $HOME."""
+def _gui_session(qapp, tmp_path_factory):
+    """Name the app like the real one, configure pyqtgraph, keep data paths and settings
+    out of $HOME."""
+    from PySide6.QtCore import QSettings
+
     from hemalens.gui.app import create_app
 
     QStandardPaths.setTestModeEnabled(True)
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope,
+                      str(tmp_path_factory.mktemp("settings")))
     create_app()
     yield qapp
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings():
+    """Every test starts with empty settings (window layout, recent projects, reviewer)."""
+    from PySide6.QtCore import QSettings
+
+    QSettings().clear()
+    yield
 
 
 @pytest.fixture(autouse=True)
@@ -128,40 +143,60 @@ def project_factory():
 @pytest.fixture(scope="session")
 def small_project(tmp_path_factory) -> Path:
     """A 300-cell phase project (4 classes, every 10th cell rejected, 2 inputs)."""
-    return write_project(tmp_path_factory.mktemp("proj") / "small.h5")
+    return write_project(tmp_path_factory.mktemp("proj") / "small.hemalens")
 
 
 @pytest.fixture(scope="session")
 def rgb_project(tmp_path_factory) -> Path:
     """A 40-cell RGB project."""
-    return write_project(tmp_path_factory.mktemp("rgb") / "stained.h5", n=40, kind="rgb")
+    return write_project(tmp_path_factory.mktemp("rgb") / "stained.hemalens", n=40, kind="rgb")
 
 
-class FakeProject:
-    """In-memory stand-in with the attributes the gallery uses; counts patch reads."""
+def add_predictions(path: Path, seed: int = 0) -> dict[str, np.ndarray]:
+    """Store made-up predictions of model "m" (every cell) and return them."""
+    from hemalens.engine.project.store import Project
+    from hemalens.engine.review import write_predictions
 
-    def __init__(self, n: int, seed: int = 0) -> None:
-        rng = np.random.default_rng(seed)
-        self.path = Path("fake.h5")
-        self.n_cells = n
-        self.patch_kind = "phase"
-        self.classes = list(CLASSES)
-        self.cells = {"cell_id": np.arange(n, dtype=np.int64), **make_cells(n, rng)}
-        self.inputs = {"file": np.array(["a.tif", "b.tif"])}
-        self.reads: list[int] = []
-        self._patch = blob_patches(1, rng)[0]
-
-    def image(self, i: int) -> np.ndarray:
-        self.reads.append(int(i))
-        return self._patch
-
-    def raw(self, i: int) -> np.ndarray | None:
-        return None
-
-    def close(self) -> None:
-        pass
+    with Project.open(path) as p:
+        n = p.n_cells
+        labels = p.cells["given_label"].copy()
+    rng = np.random.default_rng(seed)
+    predicted = np.where(labels >= 0, labels, rng.integers(0, len(CLASSES), n)).astype(np.int16)
+    flip = rng.random(n) < 0.1  # a few confident disputes
+    predicted[flip] = (predicted[flip] + 1) % len(CLASSES)
+    confidence = rng.uniform(0.3, 1.0, n).astype(np.float32)
+    confidence[flip] = 0.99
+    mean = rng.dirichlet(np.ones(len(CLASSES)), n).astype(np.float32)
+    mean[np.arange(n), predicted] += 1.0
+    mean /= mean.sum(1, keepdims=True)
+    cols = {"predicted": predicted, "confidence": confidence, "probs": mean, "mc_mean": mean,
+            "mc_median": mean, "mc_std": np.full_like(mean, 0.05),
+            "conf_freq": confidence, "conf_freq_ts": confidence,
+            "conf_mc_mean": confidence, "conf_mc_mean_ts": confidence}
+    write_predictions(path, "m", cols, {"class_names": CLASSES, "measure": "mc_mean_ts"})
+    return cols
 
 
 @pytest.fixture
-def fake_project_100k() -> FakeProject:
-    return FakeProject(100_000)
+def predicted_project(small_project, tmp_path) -> Path:
+    """A copy of the small project with made-up predictions (queue, disputes, OOD)."""
+    import shutil
+
+    path = tmp_path / "predicted.hemalens"
+    shutil.copytree(small_project, path)
+    add_predictions(path)
+    return path
+
+
+def shown(win) -> np.ndarray:
+    """The cells the gallery shows, in order."""
+    return win.gallery.grid.order
+
+
+def select_position(win, pos: int) -> int:
+    """Make the gallery's tile ``pos`` current (as a click would) and return its cell."""
+    grid = win.gallery.grid
+    grid.set_current(pos)
+    cell = grid.current_cell
+    win.gallery.session.select([cell], current=cell, source=grid)
+    return cell

@@ -53,9 +53,11 @@ def _quit_when(condition, seen, timeout_ms=10000):
         state["left"] -= 1
         if win is not None and (condition(win) or state["left"] <= 0):
             timer.stop()
-            seen.append((win.windowTitle(), win.gallery.model.rowCount()))
-            win.close()
-            QApplication.quit()
+            try:
+                seen.append((win.windowTitle(), win.session.n_cells if win.session else 0))
+            finally:  # an error here must not leave the event loop running forever
+                win.close()
+                QApplication.quit()
 
     timer.timeout.connect(tick)
     timer.start()

@@ -4,6 +4,7 @@ import inspect
 from pathlib import Path
 
 import pytest
+from conftest import shown
 
 from hemalens.engine.jobs import checkpoint
 from hemalens.gui import demo
@@ -78,7 +79,7 @@ def test_missing_demo_is_built_with_progress_then_opened(qtbot, window, demo_pat
     assert builder.calls == [demo_path]
     assert seen[-1] == (3, 3)
     assert window.project is not None and window.project.path == demo_path
-    assert window.gallery.model.rowCount() == 30
+    assert window.session.n_cells == 30 and shown(window).size == window.session.qc.sum()
     assert window.windowTitle() == "HemaLens — demo"
     assert window.demo_action.isEnabled()
     assert message_boxes == []
@@ -90,7 +91,7 @@ def test_existing_demo_opens_without_rebuilding(window, demo_path, builder, mess
     project_factory(demo_path, n=12)
     assert window.open_demo_project() is None
     assert builder.calls == []
-    assert window.gallery.model.rowCount() == 12
+    assert window.session.n_cells == 12 and shown(window).size == window.session.qc.sum()
     assert message_boxes == []
 
 
@@ -101,7 +102,7 @@ def test_broken_demo_is_rebuilt_silently(qtbot, window, demo_path, builder, mess
     assert job is not None
     wait_job(qtbot, job)
     assert job.state == "done" and builder.calls == [demo_path]
-    assert window.gallery.model.rowCount() == 30
+    assert window.session.n_cells == 30 and shown(window).size == window.session.qc.sum()
     assert message_boxes == []
 
 
@@ -166,4 +167,4 @@ def test_real_demo_build_through_the_gui(qtbot, window, demo_path, message_boxes
     with qtbot.waitSignal(job.ended, timeout=300_000):
         pass
     assert job.state == "done", message_boxes
-    assert window.project is not None and window.gallery.model.rowCount() > 100
+    assert window.project is not None and shown(window).size > 100

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import select_position
 
 from hemalens.engine.cli import main
 from hemalens.engine.errors import ProjectError
@@ -30,7 +31,7 @@ pytestmark = [pytest.mark.gui, pytest.mark.timeout(60)]
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, project_factory) -> Path:
     """120 blob cells with a 1-epoch LeNet5 and its stored predictions."""
-    path = project_factory(tmp_path_factory.mktemp("explain") / "trained.h5", n=120)
+    path = project_factory(tmp_path_factory.mktemp("explain") / "trained.hemalens", n=120)
     assert main(["train", str(path), "--epochs", "1", "--mc", "3", "--name", "m1",
                  "--json"]) == 0
     assert main(["predict", str(path), "--mc", "3", "--json"]) == 0
@@ -43,13 +44,12 @@ def window(qtbot):
     qtbot.addWidget(win)
     win.show()
     yield win
-    qtbot.waitUntil(lambda: not win.cell_panel.explanation.busy, timeout=10000)
+    qtbot.waitUntil(lambda: not win.inspector.explanation.busy, timeout=10000)
     win.close()
 
 
 def select(win, row: int) -> int:
-    win.gallery.view.setCurrentIndex(win.gallery.model.index(row))
-    return win.gallery.model.cell_row(row)
+    return select_position(win, row)
 
 
 def expected_overlay(path: Path, cell: int, method: str) -> np.ndarray:
@@ -76,7 +76,7 @@ def test_labels_cover_the_engine_methods_and_model_info_matches_load_model(train
 
 def test_selecting_a_cell_computes_its_overlay_in_the_background(window, trained, qtbot):
     window.open_project(trained)
-    view = window.cell_panel.explanation
+    view = window.inspector.explanation
     qtbot.waitUntil(lambda: not view.busy, timeout=20000)  # the first cell, opened at once
     cell = select(window, 5)
     # the selection returns before the map exists: computed by a job, not in the GUI thread
@@ -121,7 +121,7 @@ def test_switching_cells_quickly_shows_the_last_cell_not_a_stale_one(
 
     monkeypatch.setattr(ev, "explain_one", recording)
     window.open_project(trained)  # opens on the first cell: its job starts (model loading)
-    view = window.cell_panel.explanation
+    view = window.inspector.explanation
     first = view.cell
     displayed: list[int] = []
     real_display = view._display
@@ -141,7 +141,7 @@ def test_switching_cells_quickly_shows_the_last_cell_not_a_stale_one(
 
 def test_grad_cam_is_disabled_for_lenet5_with_the_reason(window, trained, qtbot):
     window.open_project(trained)
-    view = window.cell_panel.explanation
+    view = window.inspector.explanation
     qtbot.waitUntil(lambda: view.shown_key is not None, timeout=20000)
     items = view.method_combo.model()
     for method in ("gradcam", "guided-gradcam"):
@@ -157,7 +157,7 @@ def test_a_method_chosen_before_the_model_is_known_falls_back_when_it_does_not_a
     window, trained, qtbot, message_boxes
 ):
     window.open_project(trained)  # the first cell's LIME job is loading the model
-    view = window.cell_panel.explanation
+    view = window.inspector.explanation
     first = view.cell
     view.method_combo.setCurrentIndex(view.method_combo.findData("gradcam"))
     qtbot.waitUntil(lambda: not view.busy and view.shown_key is not None, timeout=20000)
@@ -170,7 +170,7 @@ def test_project_without_a_model_says_train_one_first_and_starts_no_job(
     window, small_project, qtbot, message_boxes
 ):
     assert window.open_project(small_project)
-    view = window.cell_panel.explanation
+    view = window.inspector.explanation
     select(window, 3)
     qtbot.wait(50)
     assert view.status.text() == "no model in this project — train one first"
@@ -185,7 +185,7 @@ def test_explain_all_cells_stores_maps_and_later_cells_come_from_the_cache(
     path = tmp_path / "P.hemalens"
     shutil.copytree(trained, path)
     window.open_project(path)
-    view = window.cell_panel.explanation
+    view = window.inspector.explanation
     qtbot.waitUntil(lambda: not view.busy, timeout=20000)
     view.method_combo.setCurrentIndex(view.method_combo.findData("saliency"))
     qtbot.waitUntil(lambda: not view.busy, timeout=20000)
@@ -214,7 +214,7 @@ def test_cancelling_explain_all_keeps_the_view_usable(window, trained, tmp_path,
     path = tmp_path / "P.hemalens"
     shutil.copytree(trained, path)
     window.open_project(path)
-    view = window.cell_panel.explanation
+    view = window.inspector.explanation
     job = view.explain_all_cells()
     job.cancel()
     qtbot.waitUntil(lambda: view.all_job is None, timeout=20000)
@@ -230,7 +230,7 @@ def test_job_errors_go_to_the_status_line_not_a_dialog(
 
     monkeypatch.setattr(ev, "explain_one", broken)
     window.open_project(trained)
-    view = window.cell_panel.explanation
+    view = window.inspector.explanation
     qtbot.waitUntil(lambda: "corrupt" in view.status.text(), timeout=10000)
     assert str(trained) in view.status.text() and view.image_item.image is None
     assert message_boxes == []

@@ -1,193 +1,189 @@
-from __future__ import annotations
+"""The gallery grid and panel over a review session: order, filters, groups, thumbnails,
+selection, keyboard, and what a 100k-cell project costs."""
 
-import time
+from __future__ import annotations
 
 import numpy as np
 import pytest
-from PySide6.QtCore import Qt
+from conftest import CLASSES
+from PySide6.QtCore import QPoint, Qt
 from PySide6.QtGui import QPixmap
+from PySide6.QtTest import QTest
 
-from hemalens.engine.project.store import Project
-from hemalens.gui.gallery import (
-    CellRowRole,
-    GalleryModel,
-    GalleryPanel,
-    GalleryView,
-    QcPassRole,
-    patch_to_qimage,
-    render_thumbnail,
-)
+from hemalens.engine.review.session import ReviewSession
+from hemalens.gui.gallery import GalleryData, patch_to_qimage
+from hemalens.gui.gallery_panel import GalleryPanel
 
-pytestmark = [pytest.mark.gui, pytest.mark.timeout(60)]
-
-DISPLAY = Qt.ItemDataRole.DisplayRole
-DECORATION = Qt.ItemDataRole.DecorationRole
-TOOLTIP = Qt.ItemDataRole.ToolTipRole
+pytestmark = [pytest.mark.gui, pytest.mark.timeout(120)]
 
 
 @pytest.fixture
-def project(small_project):
-    with Project.open(small_project) as p:
-        yield p
+def session(predicted_project):
+    s = ReviewSession.open(predicted_project, user="tech")
+    yield s
+    s.close()
 
 
-def test_model_lists_every_cell_passed_first_then_by_id(project):
-    model = GalleryModel(project)
-    n = project.n_cells
-    assert model.rowCount() == n == 300
-    qc = project.cells["qc_pass"]
-    ids = np.array([model.index(r).data(CellRowRole) for r in range(n)])
-    expected = np.r_[np.flatnonzero(qc), np.flatnonzero(~qc)]
-    np.testing.assert_array_equal(ids, expected)
-    assert [model.index(r).data(QcPassRole) for r in (0, n - 1)] == [True, False]
+@pytest.fixture
+def panel(qtbot, session):
+    p = GalleryPanel()
+    qtbot.addWidget(p)
+    p.resize(900, 600)
+    p.show()
+    p.set_session(session)
+    session.subscribe(lambda e: e.kind == "cells" and p.cells_changed(e.ids))
+    session.subscribe(lambda e: e.kind == "selection" and p.selection_changed(e.ids, e.source))
+    return p
 
 
-def test_thumbnails_are_pixmaps_of_the_thumbnail_size(project):
-    model = GalleryModel(project, thumb_size=72)
-    pix = model.index(3).data(DECORATION)
-    assert isinstance(pix, QPixmap)
-    assert (pix.width(), pix.height()) == (72, 72)
+def test_least_certain_first_and_qc_filter(panel, session):
+    order = panel.grid.order
+    assert order.size == int(session.qc.sum()) == 270  # QC-passed cells by default
+    conf = session.confidence[order]
+    assert np.all(np.diff(conf) >= 0)
+    panel.qc_combo.setCurrentIndex(panel.qc_combo.findData(None))
+    assert panel.grid.order.size == 300
+    assert panel.count_label.text() == "300 of 300 objects"
 
 
-def test_captions_and_tooltips_show_label_or_qc_reason(project):
-    model = GalleryModel(project)
-    cells, classes = project.cells, project.classes
-    for r in (0, 5, 150, 299):
-        i = model.index(r).data(CellRowRole)
-        caption = model.index(r).data(DISPLAY)
-        code = int(cells["given_label"][i])
-        if cells["qc_pass"][i]:
-            assert caption == (classes[code] if code >= 0 else "—")
-        else:
-            assert caption == cells["qc_reason"][i].decode()
-        tip = model.index(r).data(TOOLTIP)
-        assert f"Cell {i}" in tip and f"{cells['diameter_um'][i]:.2f} µm" in tip
-    rejected_row = model.rowCount() - 1
-    assert model.index(rejected_row).data(Qt.ItemDataRole.ForegroundRole) is not None
+def test_filters_by_label_prediction_decision_flag_and_search(panel, session):
+    panel.given_combo.setCurrentIndex(panel.given_combo.findData(2))
+    assert (session.labels[panel.grid.order] == 2).all() and panel.grid.order.size > 0
+    panel.given_combo.setCurrentIndex(0)
+    panel.pred_combo.setCurrentIndex(panel.pred_combo.findData(1))
+    assert (session.predicted[panel.grid.order] == 1).all()
+    panel.pred_combo.setCurrentIndex(0)
+    panel.flag_combo.setCurrentIndex(panel.flag_combo.findData("disputed"))
+    assert session.disputed[panel.grid.order].all() and panel.grid.order.size > 0
+    panel.flag_combo.setCurrentIndex(0)
+    panel.conf_lo.setValue(90)
+    panel.conf_lo.editingFinished.emit()
+    assert (session.confidence[panel.grid.order] >= 0.9).all()
+    panel.conf_lo.setValue(0)
+    panel.conf_lo.editingFinished.emit()
+    panel.search.setText("57")
+    panel.search.returnPressed.emit()
+    assert panel.grid.order.tolist() == [57]
+    panel.search.clear()
+    assert panel.grid.order.size == 270
 
 
-def test_greyscale_mapping_is_fixed_and_rgb_is_kept():
-    phase = np.full((50, 50), 0.5, np.float32)
-    phase[0, 0], phase[0, 1] = 0.0, 1.0
-    img = patch_to_qimage(phase)
-    assert img.pixelColor(0, 0).red() == 0 and img.pixelColor(1, 0).red() == 255
-    assert img.pixelColor(10, 10).red() == 128  # fixed [0, 1] map, not per-patch stretch
-    rgb = np.zeros((20, 30, 3), np.uint8)
-    rgb[..., 0], rgb[..., 2] = 200, 40
-    c = patch_to_qimage(rgb).pixelColor(29, 19)
-    assert (c.red(), c.green(), c.blue(), patch_to_qimage(rgb).width()) == (200, 0, 40, 30)
-    with pytest.raises(ValueError, match="shape"):
-        patch_to_qimage(np.zeros((4, 4, 4)))
+def test_grouped_by_predicted_class_has_a_header_per_group(panel, session):
+    panel.mode_combo.setCurrentIndex(1)
+    segments = panel.grid._segments
+    names = [h for h, _ in segments]
+    assert len(segments) == len(CLASSES)
+    for (header, cells), code in zip(segments, range(len(CLASSES)), strict=True):
+        assert header.startswith(CLASSES[code]) and f"{cells.size:,} cells" in header
+        assert (session.predicted[cells] == code).all()
+    assert all(n is not None for n in names)
 
 
-def test_rejected_thumbnails_get_a_red_frame():
-    patch = np.zeros((50, 50), np.float32)
-    ok = render_thumbnail(patch, 64).toImage().pixelColor(1, 32)
-    bad = render_thumbnail(patch, 64, rejected=True).toImage().pixelColor(1, 32)
-    assert (ok.red(), ok.green()) == (0, 0)
-    assert bad.red() > 150 and bad.green() < 100
+def test_review_queue_mode_and_progress(panel, session):
+    panel.mode_combo.setCurrentIndex(2)
+    np.testing.assert_array_equal(panel.grid.order, session.queue[session.qc[session.queue]])
+    decided, total = session.queue_progress()
+    assert panel.queue_label.text() == f"Review queue: {decided} of {total} decided"
 
 
-def test_filters_change_row_count(project):
-    model = GalleryModel(project)
-    cells = project.cells
-    qc, labels = cells["qc_pass"], cells["given_label"]
-    model.set_filter(qc="passed")
-    assert model.rowCount() == qc.sum()
-    model.set_filter(qc="rejected")
-    assert model.rowCount() == (~qc).sum() == 30
-    model.set_filter(qc="all", label=2)
-    assert model.rowCount() == (labels == 2).sum()
-    model.set_filter(qc="passed")  # label filter kept
-    assert model.rowCount() == ((labels == 2) & qc).sum()
-    assert all(model.index(r).data(CellRowRole) in np.flatnonzero((labels == 2) & qc)
-               for r in range(model.rowCount()))
-    model.set_filter(qc="all", label=-1)
-    assert model.rowCount() == (labels == -1).sum() > 0
-    model.set_filter(label=None)
-    assert model.rowCount() == project.n_cells
-    with pytest.raises(ValueError, match="qc filter"):
-        model.set_filter(qc="maybe")
+def test_thumbnails_are_read_lazily_with_a_placeholder_for_damage(session, monkeypatch):
+    data = GalleryData(session, thumb_size=48)
+    pix = data.thumbnail(3)
+    assert isinstance(pix, QPixmap) and (pix.width(), pix.height()) == (48, 48)
+    assert data.cached == 1
+
+    def broken(i):
+        raise OSError("corrupt chunk")
+
+    monkeypatch.setattr(session.project, "image", broken)
+    pix = data.thumbnail(4)  # a placeholder, never a blank or another cell
+    assert pix.width() == 48 and 4 in data.read_errors
+    assert "patch unreadable: corrupt chunk" in data.tooltip(4)
 
 
-def test_panel_combo_boxes_filter(qtbot, project):
-    panel = GalleryPanel()
-    qtbot.addWidget(panel)
-    panel.set_project(project)
-    labels, qc = project.cells["given_label"], project.cells["qc_pass"]
-    assert panel.label_combo.count() == len(project.classes) + 2
-    panel.qc_combo.setCurrentIndex(panel.qc_combo.findData("rejected"))
-    assert panel.model.rowCount() == (~qc).sum()
-    panel.label_combo.setCurrentIndex(panel.label_combo.findText("monocyte"))
-    assert panel.model.rowCount() == ((labels == 2) & ~qc).sum()
-    assert panel.count_label.text() == f"{panel.model.rowCount()} of 300 objects"
-    panel.set_project(project)  # a new project resets the filters
-    assert panel.model.rowCount() == 300 and panel.qc_combo.currentData() == "all"
+def test_auto_contrast_makes_dark_patches_visible():
+    dark = np.full((20, 20), 0.02, np.float32)
+    dark[5:15, 5:15] = 0.06
+    fixed = patch_to_qimage(dark, "fixed")
+    auto = patch_to_qimage(dark, "auto")
+    assert fixed.pixelColor(10, 10).value() < 20  # nearly black on the fixed scale
+    assert auto.pixelColor(10, 10).value() > 200 and auto.pixelColor(0, 0).value() < 30
 
 
-def test_sort_key_seam_orders_rows(project):
-    model = GalleryModel(project, sort_key=lambda cells: -cells["diameter_um"])
-    ids = [model.index(r).data(CellRowRole) for r in range(model.rowCount())]
-    d = project.cells["diameter_um"][ids]
-    assert np.all(np.diff(d) <= 0)
-    model.set_sort_key(None)
-    assert model.index(0).data(QcPassRole) is True
+def test_click_shift_click_ctrl_click_and_keys_select_in_the_session(panel, session, qtbot):
+    grid = panel.grid
+    top = grid.verticalScrollBar().value()
+    centre = grid.tile_rect(0).translated(0, -top).center()
+    QTest.mouseClick(grid.viewport(), Qt.MouseButton.LeftButton, pos=centre)
+    first = int(grid.order[0])
+    assert session.current == first and session.selection.tolist() == [first]
+    c3 = grid.tile_rect(3).translated(0, -top).center()
+    QTest.mouseClick(grid.viewport(), Qt.MouseButton.LeftButton,
+                     Qt.KeyboardModifier.ShiftModifier, c3)
+    assert sorted(session.selection.tolist()) == sorted(grid.order[:4].tolist())
+    QTest.mouseClick(grid.viewport(), Qt.MouseButton.LeftButton,
+                     Qt.KeyboardModifier.ControlModifier, grid.tile_rect(1).translated(0, -top)
+                     .center())
+    assert int(grid.order[1]) not in session.selection.tolist()
+    grid.setFocus()
+    QTest.keyClick(grid, Qt.Key.Key_Right)
+    assert session.selection.tolist() == [int(grid.order[2])]
+    QTest.keyClick(grid, Qt.Key.Key_Down)
+    assert grid.current == 2 + grid.cols
+    QTest.keyClick(grid, Qt.Key.Key_End)
+    assert grid.current_cell == int(grid.order[-1])
+    QTest.keyClick(grid, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
+    assert session.selection.size == grid.order.size
+    assert grid.position_at(QPoint(-5, -5)) == -1
 
 
-def test_100k_rows_are_cheap_and_data_touches_only_its_row(fake_project_100k):
-    fake = fake_project_100k
-    t0 = time.perf_counter()
-    model = GalleryModel(fake, cache_size=10)
-    t_set = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for _ in range(1000):
-        assert model.rowCount() == 100_000
-    t_count = (time.perf_counter() - t0) / 1000
-    assert t_set < 0.5 and t_count < 1e-4
-    assert fake.reads == []  # nothing loaded eagerly
-
-    index = model.index(54_321)
-    cell = index.data(CellRowRole)
-    assert index.data(DISPLAY) and index.data(TOOLTIP)
-    assert fake.reads == []  # text roles do not read patches
-    assert isinstance(index.data(DECORATION), QPixmap)
-    assert fake.reads == [cell]
-    index.data(DECORATION)
-    assert fake.reads == [cell]  # cached
-
-    for r in range(50):
-        model.index(r).data(DECORATION)
-    assert model.cached_rows == 10  # LRU bound
-
-    t0 = time.perf_counter()
-    model.set_filter(qc="rejected", label=3)
-    assert time.perf_counter() - t0 < 0.2
-    qc, labels = fake.cells["qc_pass"], fake.cells["given_label"]
-    assert model.rowCount() == ((labels == 3) & ~qc).sum()
+def test_an_edit_repaints_in_place_and_the_filter_applies_on_refresh(panel, session):
+    panel.decision_combo.setCurrentIndex(panel.decision_combo.findData(0))  # undecided
+    before = panel.grid.order.copy()
+    cell = int(before[0])
+    session.confirm([cell])
+    assert panel.grid.order.tolist() == before.tolist()  # the cell does not jump away
+    panel.refresh()
+    assert cell not in panel.grid.order.tolist()
 
 
-def test_view_at_100k_renders_only_visible_thumbnails(qtbot, fake_project_100k):
-    fake = fake_project_100k
-    model = GalleryModel(fake)
-    view = GalleryView()
-    qtbot.addWidget(view)
-    view.setModel(model)
-    view.resize(800, 600)
-    t0 = time.perf_counter()
-    view.show()
-    qtbot.waitExposed(view)
-    qtbot.wait(100)
-    elapsed = time.perf_counter() - t0
-    assert 0 < len(fake.reads) < 300, len(fake.reads)
-    assert set(fake.reads) <= set(model.order[:300].tolist())
-    assert elapsed < 5
+@pytest.fixture(scope="module")
+def big_project(tmp_path_factory):
+    """100k cells (4x4 patches: the gallery's cost does not depend on patch size)."""
+    from hemalens.engine.project import ProjectWriter
+    from hemalens.engine.review import write_predictions
 
-    last = model.index(model.rowCount() - 1)
-    qtbot.waitUntil(lambda: view.visualRect(last).isValid(), timeout=5000)  # batched layout
-    selected = []
-    view.cellSelected.connect(selected.append)
-    assert view.select_cell(int(model.order[99_000]))
-    assert selected == [int(model.order[99_000])]
-    np.testing.assert_array_equal(view.selected_cells(), [model.order[99_000]])
-    qtbot.wait(50)
-    assert any(r in set(model.order[98_000:].tolist()) for r in fake.reads[-50:])
+    path = tmp_path_factory.mktemp("big") / "big.hemalens"
+    n = 100_000
+    rng = np.random.default_rng(1)
+    with ProjectWriter(path, patch_kind="phase", patch_shape=(4, 4), classes=CLASSES) as w:
+        w.add_input({"file": "big.tif", "run": "r1"})
+        w.append({"input_id": np.zeros(n, np.int32),
+                  "original_label": rng.integers(0, 4, n)}, rng.random((n, 4, 4)))
+    write_predictions(path, "m", {"predicted": rng.integers(0, 4, n).astype(np.int16),
+                                  "confidence": rng.random(n).astype(np.float32)},
+                      {"class_names": CLASSES})
+    return path
+
+
+def test_100k_cells_open_fast_and_read_only_what_shows(qtbot, big_project):
+    s = ReviewSession.open(big_project, user="t")
+    try:
+        p = GalleryPanel()
+        qtbot.addWidget(p)
+        p.resize(1000, 700)
+        p.show()
+        p.set_session(s)
+        qtbot.waitExposed(p)
+        qtbot.wait(50)
+        p.grid.viewport().repaint()
+        assert p.grid.order.size == 100_000
+        on_screen = len(p.grid.visible_positions())
+        assert 0 < p.data.cached <= 3 * on_screen  # the screen (and the next), not 100k
+        p.grid.set_current(99_000)
+        qtbot.wait(20)
+        p.grid.viewport().repaint()
+        assert p.data.is_cached(int(p.grid.order[99_000]))
+        assert p.data.cached < 6 * on_screen
+    finally:
+        s.close()

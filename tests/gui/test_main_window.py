@@ -6,12 +6,12 @@ import time
 
 import numpy as np
 import pytest
-from PySide6.QtCore import Qt
+from conftest import select_position, shown
 
 from hemalens.engine import __version__
 from hemalens.engine.jobs import checkpoint
 from hemalens.engine.project.store import Project
-from hemalens.gui.cell_panel import format_value
+from hemalens.gui.inspector import format_value
 from hemalens.gui.main_window import MainWindow
 from hemalens.gui.workers import start_job
 
@@ -34,9 +34,7 @@ def truth(small_project):
 
 
 def select_row(win, row):
-    view = win.gallery.view
-    view.setCurrentIndex(win.gallery.model.index(row))
-    return win.gallery.model.cell_row(row)
+    return select_position(win, row)
 
 
 def test_opening_a_project_shows_its_cells_and_counts(window, small_project, truth, message_boxes):
@@ -44,34 +42,35 @@ def test_opening_a_project_shows_its_cells_and_counts(window, small_project, tru
     assert window.windowTitle() == "HemaLens"
     assert window.open_project(small_project)
     assert window.windowTitle() == "HemaLens — small"
-    assert window.gallery.model.rowCount() == 300
+    passed = int(cells["qc_pass"].sum())
+    assert shown(window).size == passed  # QC-passed cells by default
     status = window.project_label.text()
-    assert "small.h5" in status and "300 objects" in status
-    assert f"{int(cells['qc_pass'].sum())} cells passed QC" in status
+    assert "small.hemalens" in status and "300 objects" in status
+    assert f"{passed} cells passed QC" in status
     # the window opens on the first cell of the gallery, not on an empty inspector
-    assert window.cell_panel.cell == window.gallery.model.cell_row(0)
+    assert window.inspector.cell == int(shown(window)[0])
     assert message_boxes == []
 
 
-def test_selecting_a_cell_fills_the_feature_table(window, small_project, truth):
+def test_selecting_a_cell_fills_the_inspector(window, small_project, truth):
     cells, classes = truth
     window.open_project(small_project)
-    panel = window.cell_panel
+    panel = window.inspector
+    panel.tabs.setCurrentIndex(2)  # measures & features
     i = select_row(window, 17)
     assert panel.cell == i
-    assert panel.title.text() == f"Cell {i}"
+    assert f"Cell {i}" in panel.title.text()
     assert panel.value_of("diameter_um") == pytest.approx(float(cells["diameter_um"][i]))
     assert panel.value_of("area_um2") == pytest.approx(float(cells["area_um2"][i]))
     assert panel.value_of("cell_id") == i
     assert panel.value_of("file") == f"run{i % 2}/frames_{i % 2}.tif"
     code = int(cells["given_label"][i])
     assert panel.value_of("given_label") == (classes[code] if code >= 0 else "")
-    texts = {panel.table.item(r, 0).text(): panel.table.item(r, 1).text()
-             for r in range(panel.table.rowCount())}
+    table = panel.features
+    texts = {table.item(r, 0).text(): table.item(r, 1).text() for r in range(table.rowCount())}
     assert texts["diameter_um"] == f"{cells['diameter_um'][i]:.4g} µm"
     assert texts["optical_volume_um3"].endswith("µm³")
-    assert set(cells) - {"given_label", "original_label"} <= set(texts)
-    # raw phase shown in rad with a colour bar spanning the patch's range
+    assert set(cells) - {"given_label", "original_label", "qc_pass", "qc_reason"} <= set(texts)
     raw = window.project.raw(i)
     assert panel.colorbar.isVisible()
     assert panel.colorbar.levels() == pytest.approx((raw.min(), raw.max()), rel=1e-5)
@@ -81,22 +80,44 @@ def test_selecting_a_cell_fills_the_feature_table(window, small_project, truth):
 def test_rejected_cell_shows_qc_reason(window, small_project, truth):
     cells, _ = truth
     window.open_project(small_project)
-    i = select_row(window, window.gallery.model.rowCount() - 1)
+    window.gallery.qc_combo.setCurrentIndex(window.gallery.qc_combo.findData(False))
+    window.inspector.tabs.setCurrentIndex(2)
+    i = select_row(window, 0)
     assert not cells["qc_pass"][i]
-    assert window.cell_panel.value_of("QC") is False
+    assert window.inspector.value_of("QC") is False
     reason = cells["qc_reason"][i].decode()
-    texts = [window.cell_panel.table.item(r, 1).text()
-             for r in range(window.cell_panel.table.rowCount())]
-    assert f"rejected ({reason})" in texts
+    table = window.inspector.features
+    assert f"rejected ({reason})" in [table.item(r, 1).text() for r in range(table.rowCount())]
 
 
-def test_filter_change_clears_the_cell_panel(window, small_project):
+def test_an_unreadable_patch_says_so_and_never_shows_another_cell(
+    window, small_project, monkeypatch
+):
+    """The defect: selecting cell 1600 showed the image of cell 1499, the error on stderr."""
     window.open_project(small_project)
-    select_row(window, 3)
-    combo = window.gallery.qc_combo
-    combo.setCurrentIndex(combo.findData("rejected"))
-    assert window.gallery.model.rowCount() == 30
-    assert window.cell_panel.cell == -1 and window.cell_panel.table.rowCount() == 0
+    i = select_row(window, 5)
+    bad = int(shown(window)[6])
+
+    def image(k):
+        if k == bad:
+            raise OSError("corrupt chunk")
+        return real(k)
+
+    def raw(k):
+        if k == bad:
+            raise OSError("corrupt chunk")
+        return real_raw(k)
+
+    real, real_raw = window.project.image, window.project.raw
+    monkeypatch.setattr(window.project, "image", image)
+    monkeypatch.setattr(window.project, "raw", raw)
+    select_row(window, 6)
+    panel = window.inspector
+    assert panel.cell == bad and f"Cell {bad}" in panel.title.text()
+    assert panel.message.isVisible() and "cannot be read" in panel.message.text()
+    assert panel.phase_item.image is None  # no image of cell i left on screen
+    assert f"Cell {bad}" in window.statusBar().currentMessage()
+    assert i != bad
 
 
 @pytest.mark.parametrize("content", [b"", b"not an hdf5 file at all\n" * 10, None])
@@ -114,9 +135,8 @@ def test_bad_file_shows_an_error_and_the_window_stays_usable(
     assert str(bad) in text and "\n" not in text
     # the previous project is still shown and usable
     assert window.windowTitle() == "HemaLens — small"
-    assert window.gallery.model.rowCount() == 300
     i = select_row(window, 2)
-    assert window.cell_panel.cell == i
+    assert window.inspector.cell == i
     assert window.open_project(small_project)
 
 
@@ -127,16 +147,17 @@ def test_truncated_project_is_reported(window, small_project, tmp_path, message_
     (cut / "cells.h5").write_bytes(data[: len(data) // 2])
     assert not window.open_project(cut)
     assert len(message_boxes) == 1 and str(cut) in message_boxes[0][2]
+    assert "damaged project" in message_boxes[0][2]  # told apart from a foreign file
     assert window.project is None and window.windowTitle() == "HemaLens"
 
 
 def test_rgb_project_shows_colour_patch_without_colour_bar(window, rgb_project):
     assert window.open_project(rgb_project)
-    assert window.gallery.model.rowCount() == 40
-    pix = window.gallery.model.index(0).data(Qt.ItemDataRole.DecorationRole)
-    assert pix.width() == window.gallery.model.thumb_size
+    assert shown(window).size == 36  # 40 objects, every 10th rejected
     i = select_row(window, 0)
-    panel = window.cell_panel
+    pix = window.gallery.data.thumbnail(i)
+    assert pix.width() == window.gallery.data.thumb_size
+    panel = window.inspector
     assert not panel.colorbar.isVisible()
     np.testing.assert_array_equal(panel.rgb_item.image, window.project.image(i))
 
@@ -147,7 +168,9 @@ def test_about_shows_the_version(window, message_boxes):
     assert __version__ in message_boxes[0][2]
 
 
-def test_close_cancels_running_jobs_and_waits(qtbot, small_project, message_boxes):
+def test_close_asks_before_cancelling_running_jobs(qtbot, small_project, monkeypatch):
+    from hemalens.gui import main_window
+
     win = MainWindow()
     qtbot.addWidget(win)
     win.show()
@@ -156,20 +179,22 @@ def test_close_cancels_running_jobs_and_waits(qtbot, small_project, message_boxe
 
     def endless(progress=None):
         started.set()
-        for _ in range(2000):
+        for _ in range(3000):
             checkpoint(progress)
             time.sleep(0.01)
 
-    job = start_job(endless, title="Endless", parent=win)
+    questions = []
+    monkeypatch.setattr(main_window, "ask", lambda *a: questions.append(a[2]) or False)
+    job = start_job(endless, title="Endless", parent=win, show_dialog=False)
     assert started.wait(5)
+    win.close()  # the user says No: nothing happens
+    assert win.isVisible() and job.is_running and "Endless" in questions[0]
+    monkeypatch.setattr(main_window, "ask", lambda *a: True)
     t0 = time.perf_counter()
     win.close()
     assert time.perf_counter() - t0 < 2
-    assert win.project is None
-    with qtbot.waitSignal(job.ended, timeout=5000) as blocker:
-        pass
-    assert blocker.args == ["cancelled"]
-    assert message_boxes == []
+    assert not win.isVisible() and win.project is None
+    qtbot.waitUntil(lambda: job.state == "cancelled", timeout=5000)
 
 
 def test_format_value_units_and_special_values():
@@ -180,55 +205,25 @@ def test_format_value_units_and_special_values():
     assert format_value(b"too_small") == "too_small"
 
 
-def test_menu_actions_and_open_dialog(window, small_project, monkeypatch):
+def test_menus_keys_and_open_dialog(window, small_project, monkeypatch):
     from PySide6.QtWidgets import QFileDialog
 
     assert window.open_action.shortcut().toString() == "Ctrl+O"
     assert window.quit_action.shortcut().toString() == "Ctrl+Q"
     menus = [a.text() for a in window.menuBar().actions()]
-    assert menus == ["&File", "&Help"]
+    assert menus == ["&File", "&Review", "&Model", "&View", "&Help"]
     monkeypatch.setattr(QFileDialog, "getOpenFileName",
-                        staticmethod(lambda *a, **k: (str(small_project), "")))
-    window.open_action.trigger()
-    assert window.project is not None and window.gallery.model.rowCount() == 300
+                        staticmethod(lambda *a, **k: (str(small_project / "hemalens-project.json"),
+                                                      "")))
+    window.open_action.trigger()  # a file inside the folder names the folder
+    assert window.project is not None and shown(window).size == 270
     monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: ("", "")))
     window.open_action.trigger()  # cancelled dialog: nothing changes
-    assert window.gallery.model.rowCount() == 300
+    assert shown(window).size == 270
+    recent = [a.text() for a in window.recent_menu.actions()]
+    assert recent == [str(small_project)]
     window.quit_action.trigger()
     assert not window.isVisible() and window.project is None
-
-
-def test_predictions_sort_least_certain_first_and_show_in_the_inspector(
-    window, tmp_path, small_project, truth
-):
-    from hemalens.engine.review import write_predictions
-
-    cells, classes = truth
-    path = tmp_path / "predicted.hemalens"
-    shutil.copytree(small_project, path)
-    n = len(cells["cell_id"])
-    rng = np.random.default_rng(0)
-    predicted = rng.integers(0, len(classes), n).astype(np.int16)
-    confidence = rng.uniform(0.3, 1.0, n).astype(np.float32)
-    mean = rng.dirichlet(np.ones(len(classes)), n).astype(np.float32)
-    write_predictions(path, "m", {
-        "predicted": predicted, "confidence": confidence, "probs": mean, "mc_mean": mean,
-        "mc_median": mean, "mc_std": np.full_like(mean, 0.05),
-    }, {"class_names": classes, "measure": "mc_mean_ts"})
-    assert window.open_project(path)
-    model = window.gallery.model
-    order = np.asarray(model.order)
-    passed = cells["qc_pass"][order]
-    n_passed = int(passed.sum())
-    assert passed[:n_passed].all()  # QC-passed cells first ...
-    assert np.all(np.diff(confidence[order[:n_passed]]) >= 0)  # ... least certain first
-    first = int(order[0])
-    caption = model.data(model.index(0))
-    assert classes[predicted[first]] in caption and f"{confidence[first]:.0%}" in caption
-    assert window.cell_panel.cell == first  # opens on the least certain cell
-    assert window.cell_panel.value_of("predicted") == classes[predicted[first]]
-    assert window.cell_panel.value_of("confidence") == pytest.approx(confidence[first])
-    assert window.cell_panel.value_of(f"p({classes[0]})") == pytest.approx(mean[first, 0])
 
 
 def _damaged_copy(src, dst, how):
@@ -268,5 +263,6 @@ def test_predictions_without_their_class_column_open_without_them(
     with h5py.File(path / "derived/predictions/m.h5", "r+") as f:
         del f["predicted"]
     assert window.open_project(path)  # the cells are shown, the damage is reported
-    assert window.gallery.model.rowCount() == 300
-    assert "damaged predictions" in window.statusBar().currentMessage()
+    assert shown(window).size == int(window.session.qc.sum())  # every cell that passed QC
+    message = window.statusBar().currentMessage()
+    assert message.startswith("Predictions not shown") and "predicted" in message, message
