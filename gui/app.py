@@ -90,6 +90,11 @@ def run(project: str | None = None, demo: bool = False, argv: Sequence[str] | No
     int
         The event loop's exit code.
     """
+    from hemalens.gui.system_check import xcb_problem
+
+    if QApplication.instance() is None and (problem := xcb_problem()):
+        print(f"hemalens: {problem}", file=sys.stderr)
+        return 3
     app = create_app(argv)
     window = start(project, demo)
     code = app.exec()
