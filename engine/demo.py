@@ -6,12 +6,13 @@ with their labels (a training set with a few contaminants, so the review queue h
 disputed cells), donor B's runs are imported together without labels as one clinical
 sample, ``sample-B``, for the technician to confirm and sign off. A LeNet5 is trained and
 calibrated on donor A, predicts every cell, and the queued cells are explained with LIME.
+The simulated frames stay beside the project (``<name>-frames/``, about 0.8 MB a frame) so
+the inspector can show each cell in its frame.
 """
 
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 
 from hemalens.engine.jobs import Progress, SubProgress
@@ -55,7 +56,10 @@ def build_demo_project(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="hemalens-demo-"))
+    frames_dir = frames_folder(path)
+    shutil.rmtree(frames_dir, ignore_errors=True)  # frames of an earlier, broken build
+    frames_dir.mkdir()
+    scratch = frames_dir
     share = (0.15, 0.15, 0.5, 0.05, 0.15) if trained else (0.5, 0.5, 0, 0, 0)
     try:
         simulate_qpi(
@@ -72,11 +76,18 @@ def build_demo_project(
             specs, path, progress=SubProgress(progress, share[0], share[1], "Segmenting cells"),
             overwrite=True,  # the demo is ours to rebuild, even when it is broken
         )
-    finally:
+    except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
+        raise
     if trained:
         _train_predict_explain(path, progress, share)
     return Path(report["project"])
+
+
+def frames_folder(path: str | Path) -> Path:
+    """Return where the demo's simulated frames are kept: ``<name>-frames`` beside it."""
+    path = Path(path)
+    return path.with_name(path.stem + "-frames")
 
 
 def _train_predict_explain(path: Path, progress: Progress | None,

@@ -130,7 +130,7 @@ class CalibrationPanel(QWidget):
                 self._boxes(entry["boxes"][key], centres, colour, name)
             else:
                 self.plot.addItem(pg.BarGraphItem(x=centres, height=acc, width=width * 0.42,
-                                                  brush=pg.mkBrush(*colour), name=name))
+                                                  brush=pg.mkBrush(*colour)))
                 self.plot.plot([], [], pen=pg.mkPen(colour[:3], width=6), name=name)
 
     def _boxes(self, boxes: np.ndarray, centres: np.ndarray, colour: tuple, name: str) -> None:

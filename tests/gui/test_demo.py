@@ -3,6 +3,7 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import shown
 
@@ -168,3 +169,14 @@ def test_real_demo_build_through_the_gui(qtbot, window, demo_path, message_boxes
         pass
     assert job.state == "done", message_boxes
     assert window.project is not None and shown(window).size > 100
+
+
+def test_demo_keeps_its_frames_so_a_cell_is_shown_in_its_frame(tmp_path):
+    from hemalens.engine.demo import build_demo_project, frames_folder
+    from hemalens.gui.context_view import context_job
+
+    path = build_demo_project(tmp_path / "demo.hemalens", frames=16, trained=False)
+    assert sorted(p.name for p in frames_folder(path).glob("*.tif"))
+    result = context_job(str(path), 0)
+    assert np.asarray(result["frame"]).ndim == 2
+    assert (frames_folder(path) / result["file"]).exists()
