@@ -192,7 +192,7 @@ class GalleryData:
         if name:
             parts.append(f"predicted: {name} ({float(s.confidence[cell]):.1%} calibrated; "
                          f"MC spread ± {float(s.spread[cell]):.3f})")
-        if s.disputed[cell]:
+        if s.is_disputed(cell):
             parts.append("≠ the confident prediction disputes the label")
         if s.ood[cell]:
             parts.append("OOD: out of distribution, counted apart")
@@ -220,6 +220,7 @@ class GalleryGrid(QAbstractScrollArea):
     currentChanged = Signal(int)
     contextMenuAt = Signal(int, QPoint)
     activated = Signal(int)
+    painted = Signal()  # after every repaint of the tiles (latency benchmark, screenshots)
 
     def __init__(self, data: GalleryData, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -371,13 +372,24 @@ class GalleryGrid(QAbstractScrollArea):
 
     def set_selection_mask(self, selected: np.ndarray) -> None:
         """Paint the session's selection, a mask over all cells (painted, not owned)."""
-        self._selected = selected
-        self.viewport().update()
+        old, self._selected = self._selected, selected
+        vis = self.visible_positions()
+        if old.shape != selected.shape or not vis:
+            self.viewport().update()
+            return
+        # Repaint only the shown tiles whose selection changed: a key press stays cheap.
+        cells = self._order[vis.start:vis.stop]
+        self._update_positions(np.flatnonzero(old[cells] != selected[cells]) + vis.start)
 
     def update_cells(self, cells: np.ndarray) -> None:
         """Repaint the tiles of these cells (their label or decision changed)."""
-        vis = self.visible_positions()
         pos = self._pos_of[np.asarray(cells, np.int64)] if len(cells) else np.zeros(0, int)
+        self._update_positions(pos)
+
+    def _update_positions(self, positions: Any) -> None:
+        """Schedule a repaint of the tiles at these display positions that are on screen."""
+        vis = self.visible_positions()
+        pos = np.asarray(positions, np.int64)
         pos = pos[(pos >= vis.start) & (pos < vis.stop)] if vis else pos[:0]
         top = self.verticalScrollBar().value()
         for p in pos.tolist():
@@ -407,6 +419,7 @@ class GalleryGrid(QAbstractScrollArea):
             if rect.intersects(event.rect()):
                 self._paint_tile(painter, int(self._order[pos]), pos, rect)
         painter.end()
+        self.painted.emit()
         self._prefetch.start()
 
     def _paint_header(self, painter: QPainter, k: int, text: str, y: int) -> None:
@@ -451,7 +464,7 @@ class GalleryGrid(QAbstractScrollArea):
             painter.setPen(QColor("white"))
             painter.drawText(badge, Qt.AlignmentFlag.AlignCenter, symbol)
             painter.setBrush(Qt.BrushStyle.NoBrush)
-        if s.disputed[cell]:
+        if s.is_disputed(cell):
             painter.setPen(QColor("#D55E00"))
             font = painter.font()
             font.setBold(True)
@@ -538,9 +551,9 @@ class GalleryGrid(QAbstractScrollArea):
         else:
             pos = max(0, min(int(pos), self._order.size - 1))
         changed = pos != self.current
-        self.current = pos
-        self.ensure_visible(pos)
-        self.viewport().update()
+        old, self.current = self.current, pos
+        self.ensure_visible(pos)  # a scroll repaints everything through _scrolled
+        self._update_positions([old, pos])
         if emit and changed:
             self.currentChanged.emit(self.current_cell)
 

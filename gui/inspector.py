@@ -267,7 +267,7 @@ class Inspector(QWidget):
         pred = (f" · predicted <b>{name}</b> {conf:.1%}" if name and math.isfinite(conf)
                 else "")
         flags = ""
-        if s.disputed[i]:
+        if s.is_disputed(i):
             flags += " · <span style='color:#D55E00'>≠ disputes the label</span>"
         if s.ood[i]:
             flags += " · <span style='color:#B8860B'>OOD</span>"

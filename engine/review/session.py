@@ -147,6 +147,9 @@ class _Predictions:
     ood: np.ndarray | None
     columns: dict[str, np.ndarray] = field(default_factory=dict)
     attrs: dict[str, Any] = field(default_factory=dict)
+    # Per-cell views computed once per load: the gallery reads them per painted tile.
+    cell_names: np.ndarray = field(default_factory=lambda: np.zeros(0, object))
+    ood_flag: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
 
 class ReviewSession:
@@ -289,11 +292,15 @@ class ReviewSession:
         if std is not None and std.ndim == 2 and std.shape[1] == len(names):
             ok = pm >= 0
             spread[ok] = std[np.flatnonzero(ok), pm[ok]]
-        ood = columns.get("ood")
+        ood = None if columns.get("ood") is None else np.asarray(columns["ood"], bool)
+        if ood is not None:
+            flag = ood & self.qc
+        else:  # the rule `hemalens review` applies without a detector
+            flag = self.qc & (pm >= 0) & (np.nan_to_num(conf, nan=0.0) < OOD_CONFIDENCE)
         return _Predictions(
             model=str(attrs.get("model", "")), names=names, predicted=to_project[pm],
-            predicted_model=pm, confidence=conf, spread=spread,
-            ood=None if ood is None else np.asarray(ood, bool), columns=columns, attrs=attrs,
+            predicted_model=pm, confidence=conf, spread=spread, ood=ood, columns=columns,
+            attrs=attrs, cell_names=np.asarray([*names, ""], dtype=object)[pm], ood_flag=flag,
         )
 
     @property
@@ -318,8 +325,7 @@ class ReviewSession:
         """Predicted class name of every cell (``""`` = none)."""
         if self._predictions is None:
             return np.full(self.n_cells, "", dtype=object)
-        names = np.asarray([*self._predictions.names, ""], dtype=object)
-        return names[self._predictions.predicted_model]
+        return self._predictions.cell_names
 
     @property
     def confidence(self) -> np.ndarray:
@@ -343,12 +349,7 @@ class ReviewSession:
         :data:`OOD_CONFIDENCE` (the rule ``hemalens review`` applies).
         """
         p = self._predictions
-        if p is None:
-            return np.zeros(self.n_cells, bool)
-        if p.ood is not None:
-            return p.ood & self.qc
-        return self.qc & (p.predicted_model >= 0) & (np.nan_to_num(p.confidence, nan=0.0)
-                                                      < OOD_CONFIDENCE)
+        return np.zeros(self.n_cells, bool) if p is None else p.ood_flag
 
     def prediction_columns(self) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
         """Return the stored prediction columns and attributes (None without predictions)."""
@@ -359,6 +360,12 @@ class ReviewSession:
     def disputed(self) -> np.ndarray:
         """Cells whose confident prediction disputes the current label ("≠")."""
         return disputed(self.predicted, self.confidence, self.labels, threshold=self.threshold)
+
+    def is_disputed(self, cell: int) -> bool:
+        """Whether one cell is disputed (:attr:`disputed` for one cell, in O(1))."""
+        i = slice(cell, cell + 1)
+        return bool(disputed(self.predicted[i], self.confidence[i], self.labels[i],
+                             threshold=self.threshold)[0])
 
     def _update_queue(self) -> None:
         p = self._predictions
