@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QEvent, QObject, QRect, Qt
-from PySide6.QtGui import QColor, QFont, QKeyEvent, QPainter, QPaintEvent
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QKeyEvent, QPainter, QPaintEvent
 from PySide6.QtWidgets import QWidget
 
 
@@ -56,23 +56,28 @@ class HelpOverlay(QWidget):
         font.setPointSizeF(font.pointSizeF() * 1.15)
         p.setFont(font)
         line = p.fontMetrics().height() + 8
-        width = min(self.width() - 40, 760)
+        bold = QFont(font)
+        bold.setBold(True)
+        bold_metrics = QFontMetrics(bold)
+        # The key column is as wide as its longest entry (translations and fonts vary).
+        key_w = max((bold_metrics.horizontalAdvance(k) for k, _ in self.rows), default=0) + 24
+        word_w = max((p.fontMetrics().horizontalAdvance(w) for _, w in self.rows), default=0)
+        width = min(self.width() - 40, key_w + word_w + 60)
         height = line * (len(self.rows) + 2) + 20
         box = QRect((self.width() - width) // 2, max(20, (self.height() - height) // 2),
                     width, height)
         p.fillRect(box, QColor(250, 250, 250, 245))
         p.setPen(QColor(20, 20, 20))
-        bold = QFont(font)
-        bold.setBold(True)
         p.setFont(bold)
         p.drawText(box.adjusted(20, 10, -20, 0), Qt.AlignmentFlag.AlignTop,
                    "Keys (press ? or Esc to close)")
         y = box.top() + 10 + line + 6
         for keys, words in self.rows:
             p.setFont(bold)
-            p.drawText(QRect(box.left() + 20, y, 230, line), Qt.AlignmentFlag.AlignVCenter, keys)
+            p.drawText(QRect(box.left() + 20, y, key_w, line), Qt.AlignmentFlag.AlignVCenter,
+                       keys)
             p.setFont(font)
-            p.drawText(QRect(box.left() + 260, y, width - 280, line),
+            p.drawText(QRect(box.left() + 20 + key_w, y, width - 40 - key_w, line),
                        Qt.AlignmentFlag.AlignVCenter, words)
             y += line
         p.end()
