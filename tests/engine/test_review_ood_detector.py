@@ -112,6 +112,12 @@ def test_train_predict_export_review_carry_the_ood_score(tmp_path, capsys):
     assert n == len(rows) and {"ood_score", "ood"} <= set(rows[0])
     assert sum(r["ood"] == "true" for r in rows) == int(cols["ood"].sum())
 
+    # the review session (gallery badge, filter, differential) reads the model's flag
+    from hemalens.engine.review.session import ReviewSession
+
+    with ReviewSession.open(project, user="tech") as session:
+        np.testing.assert_array_equal(session.ood, cols["ood"] & session.qc)
+
     review = _run(["review", str(project), "--mc", "8", "--ood-n", "20"], capsys)
     with Project.open(project) as p:
         qc = np.asarray(p.cells["qc_pass"], bool)
