@@ -98,6 +98,14 @@ def tail_pvalue(reference: np.ndarray, scores: np.ndarray,
     return np.where(s > t, np.minimum(emp, tail), emp).clip(1e-300, 1.0)
 
 
+def _reduce(x: np.ndarray, mean: np.ndarray | None,
+            components: np.ndarray | None) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    if components is None or not np.size(components):
+        return x
+    return (x - mean) @ np.asarray(components, np.float64).T
+
+
 def _log_norm(x: np.ndarray) -> np.ndarray:
     return np.log(np.linalg.norm(np.asarray(x, np.float64), axis=1) + _EPS)
 
@@ -136,6 +144,10 @@ class OODDetector:
         Confidence measure of the ``conf`` part.
     parts_used : tuple of str
         The combined parts, in the column order of :meth:`parts`.
+    maha_mean, maha_components : numpy.ndarray or None
+        PCA of penultimate features wider than :data:`MAX_KNN_DIM` (e.g. AlexNet's 4096),
+        applied before the Mahalanobis distance so that the stored precision stays small;
+        None when the features are used as they are.
     """
 
     means: np.ndarray
@@ -150,6 +162,8 @@ class OODDetector:
     keep: float = 0.95
     measure: str = "mc_mean_ts"
     parts_used: tuple[str, ...] = DEFAULT_PARTS
+    maha_mean: np.ndarray | None = None
+    maha_components: np.ndarray | None = None
 
     # -- scores ----------------------------------------------------------------------------
 
@@ -161,7 +175,7 @@ class OODDetector:
 
     def mahalanobis(self, penultimate: np.ndarray) -> np.ndarray:
         """Squared Mahalanobis distance to the nearest class mean, ``(N,)``."""
-        f = np.asarray(penultimate, np.float64)
+        f = _reduce(penultimate, self.maha_mean, self.maha_components)
         best = np.full(len(f), np.inf)
         for mu in self.means:
             d = f - mu
@@ -246,6 +260,9 @@ class OODDetector:
             "ood_pca_components": self.pca_components.astype(np.float32),
             "ood_val_parts": self.val_parts.astype(np.float64),
         }
+        if self.maha_components is not None and self.maha_components.size:
+            arrays["ood_maha_mean"] = np.asarray(self.maha_mean, np.float64)
+            arrays["ood_maha_components"] = np.asarray(self.maha_components, np.float64)
         settings = {
             "threshold": float(self.threshold), "k": int(self.k), "keep": float(self.keep),
             "measure": self.measure, "parts": list(self.parts_used),
@@ -284,6 +301,8 @@ class OODDetector:
             keep=float(settings.get("keep", 0.95)),
             measure=str(settings.get("measure", "mc_mean_ts")),
             parts_used=tuple(settings.get("parts", DEFAULT_PARTS)),
+            maha_mean=arrays.get("ood_maha_mean"),
+            maha_components=arrays.get("ood_maha_components"),
         )
 
 
@@ -362,8 +381,14 @@ def fit_ood_detector(
     classes = np.unique(y)
     if y.min() < 0 or classes.size != y.max() + 1:
         raise ValueError("every class 0 .. K-1 needs training cells for the OOD detector")
-    means = np.stack([fp[y == c].mean(0) for c in classes])
-    precision = LedoitWolf().fit(fp - means[y]).precision_
+    maha_mean = maha_components = None
+    fm = fp
+    if fp.shape[1] > MAX_KNN_DIM:  # e.g. AlexNet's 4096: a 4096^2 precision is 134 MB
+        pca = PCA(n_components=min(PCA_DIM, len(fp) - 1), random_state=seed).fit(fp)
+        maha_mean, maha_components = pca.mean_, pca.components_
+        fm = _reduce(fp, maha_mean, maha_components)
+    means = np.stack([fm[y == c].mean(0) for c in classes])
+    precision = LedoitWolf().fit(fm - means[y]).precision_
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(ft), size=min(max_bank, len(ft)), replace=False))
     pca_mean, pca_components = np.zeros(0, np.float32), np.zeros((0, 0), np.float32)
@@ -376,7 +401,8 @@ def fit_ood_detector(
                       bank=np.zeros((0, 0), np.float32),
                       pca_mean=pca_mean, pca_components=pca_components,
                       val_parts=np.zeros((0, len(parts))), threshold=np.inf,
-                      k=int(k), keep=float(keep), measure=measure, parts_used=parts)
+                      k=int(k), keep=float(keep), measure=measure, parts_used=parts,
+                      maha_mean=maha_mean, maha_components=maha_components)
     if use_knn:
         det.bank = det._project(ft[rows])
     det.val_parts = det.parts(val_penultimate, val_trunk, val_confidence)

@@ -56,8 +56,12 @@ def test_detector_round_trips_through_model_arrays():
     tt = rng.normal(size=(200, 1500)).astype(np.float32)  # wide trunk: PCA before k-NN
     xv, _ = _gaussian_data(rng, 80, d=8)
     tv = rng.normal(size=(80, 1500)).astype(np.float32)
-    det = fit_ood_detector(xt, tt, yt, xv, tv, rng.uniform(size=80), max_bank=50)
+    wide = np.c_[xt, rng.normal(size=(200, 1100))]  # wide penultimate: PCA first
+    wide_v = np.c_[xv, rng.normal(size=(80, 1100))]
+    det = fit_ood_detector(wide, tt, yt, wide_v, tv, rng.uniform(size=80), max_bank=50)
     assert det.bank.shape[0] == 50 and det.pca_components.shape[1] == 1500
+    assert det.maha_components.shape[1] == 1108 and det.precision.shape[0] < 1108
+    xv, xt = wide_v, wide
     arrays, settings = det.to_model()
     again = OODDetector.from_model({"arrays": arrays, "extra": {"ood": json.loads(
         json.dumps(settings))}})
