@@ -449,6 +449,13 @@ def _cmd_signoff(args: argparse.Namespace) -> int:
 def _cmd_synth_marrow(args: argparse.Namespace) -> int:
     from hemalens.engine.synth.marrow import import_marrow_patches, simulate_marrow
 
+    if args.crowded:
+        from hemalens.engine.synth.marrow_fields import FieldConfig, simulate_fields
+
+        fields = simulate_fields(args.out_dir, FieldConfig(fields=args.crowded, seed=args.seed))
+        _emit(fields, args.json, lambda s: (
+            f"wrote {s['fields']} crowded fields with {s['cells']} cells to {s['out_dir']}"))
+        return EXIT_OK
     with TqdmProgress(not args.json) as progress:
         summary = simulate_marrow(args.out_dir, cells=args.cells, seed=args.seed,
                                   size=args.size, fmt=args.format, progress=progress)
@@ -593,6 +600,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one PNG per crop, or one HDF5 file")
     q.add_argument("--project", type=Path,
                    help="also write a project with the crops as cells (no segmentation)")
+    q.add_argument("--crowded", type=int, default=0, metavar="N",
+                   help="instead write N crowded fields (touching, overlapping cells) with "
+                        "truth label images, fields_truth.csv and manifest.csv")
     q.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     q.set_defaults(func=_cmd_synth_marrow)
 

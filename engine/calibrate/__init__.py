@@ -17,6 +17,7 @@ from hemalens.engine.calibrate.inference import (
     mc_dropout_probs,
     mc_softmax,
     mc_summary,
+    model_features,
     predict_logits,
 )
 from hemalens.engine.calibrate.measures import MEASURES, confidence_measures, fit_calibrators
@@ -48,6 +49,7 @@ __all__ = [
     "mc_softmax",
     "mc_summary",
     "nll",
+    "model_features",
     "plot_reliability",
     "plot_reliability_runs",
     "predict_logits",

@@ -432,3 +432,69 @@ def mc_softmax(logits: np.ndarray) -> np.ndarray:
     np.exp(z, out=z)
     z /= z.sum(axis=-1, keepdims=True)
     return z
+
+
+# -- features ------------------------------------------------------------------------------
+
+
+def model_features(
+    model: nn.Module,
+    patches: np.ndarray | torch.Tensor,
+    *,
+    batch_size: int = 512,
+    device=None,
+    progress: Progress | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic features: the penultimate layer and the trunk, in one pass.
+
+    The penultimate features are the input of the last linear layer: for an
+    ``engine.models`` classifier ``trunk`` followed by every layer of the head but the
+    last (dropout off), e.g. LeNet5's 84 ReLU outputs, AlexNet's 4096. A model whose head
+    is not an ``nn.Sequential`` ending in a linear layer gives its trunk features twice.
+    These are the inputs of the out-of-distribution detector
+    (:mod:`hemalens.engine.review.ood_detector`).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A classifier with ``preprocess`` and ``trunk``.
+    patches : ndarray or torch.Tensor, shape (N, H, W)
+        Normalised patches in [0, 1].
+    batch_size : int
+        Cells per forward pass.
+    device : str or torch.device, optional
+        Where to run; ``None``: the model's device.
+    progress : Progress, optional
+        Receives ``(cells done, N)``; cancellation is checked between batches.
+
+    Returns
+    -------
+    (ndarray, ndarray)
+        ``(N, D)`` penultimate and ``(N, F)`` trunk features, float32.
+    """
+    _check_batch_args(batch_size)
+    patches, n = _check_patches(patches)
+    dev = _resolve_device(model, device)
+    seq = getattr(model, "classifier", None)
+    prefix: Callable = nn.Identity()
+    if isinstance(seq, nn.Sequential) and len(seq) and isinstance(seq[-1], nn.Linear):
+        prefix = nn.Sequential(*list(seq)[:-1])
+    trunk = cast(Callable, model.trunk)
+    pen: list[np.ndarray] = []
+    tru: list[np.ndarray] = []
+    with _modes(model, dropout_active=False), torch.inference_mode():
+        if n == 0:
+            x = _prepare(model, torch.zeros((1, *patches.shape[1:]), device=dev))
+            t = trunk(x)
+            return (np.zeros((0, prefix(t).shape[1]), np.float32),
+                    np.zeros((0, t.shape[1]), np.float32))
+        for start in range(0, n, batch_size):
+            checkpoint(progress)
+            stop = min(start + batch_size, n)
+            x = _prepare(model, _batch(patches, start, stop, dev))
+            t = trunk(x)
+            tru.append(t.float().cpu().numpy())
+            pen.append(prefix(t).float().cpu().numpy())
+            if progress is not None:
+                progress.set_progress(stop, n)
+    return np.concatenate(pen), np.concatenate(tru)

@@ -2,13 +2,22 @@
 
 Bin convention
 --------------
-``M`` equal-width bins over ``[0, 1]`` with edges ``linspace(0, 1, M + 1)``. Bin ``m``
-holds confidences in ``[edge[m], edge[m + 1])`` (lower edge included, upper excluded),
-except the last bin, which is closed: ``[edge[M-1], 1.0]``. A confidence of exactly
-1.0 therefore falls in the last bin. ``torchmetrics`` uses the same half-open bins but
-puts 1.0 in a separate, eleventh bin; the two agree whenever every confidence is < 1.
-Over-confident models emit 1.0 (float32 softmax saturates), so keeping it in the top
-bin matters for MCE: a lone 1.0 bin would be a bin of its own with its own gap.
+``M`` equal-width bins over ``[0, 1]``. Bin ``m`` holds confidences ``c`` with
+``m/M <= c < (m+1)/M`` (lower edge included, upper excluded), except the last bin, which
+is closed: ``[(M-1)/M, 1]``. The bin index is the integer ``floor(c * M)``, clipped to
+``M - 1`` so that a confidence of exactly 1.0 falls in the last bin. The edges are exact:
+edge ``k`` is ``k / M`` correctly rounded to the confidence's own precision (float32
+confidences are compared with float32 edges, anything else with float64 edges), never an
+accumulated ``linspace`` value. A confidence that sits on an edge (e.g. an isotonic output
+of exactly 0.7 with ``M = 10``) therefore always opens the upper bin.
+
+``torchmetrics`` uses the same half-open bins, but (a) puts 1.0 in a separate, eleventh
+bin, and (b) takes its edges from ``torch.linspace``, which is off by one ulp on some
+edges (float64 ``linspace(0, 1, 11)[3]`` is 0.30000000000000004, so torchmetrics puts a
+float64 0.3 in the lower bin). For float32 confidences and ``M = 10`` every torchmetrics
+edge is exact and the two agree on every value below 1.0. Over-confident models emit
+1.0 (float32 softmax saturates), so keeping it in the top bin matters for MCE: a lone
+1.0 bin would be a bin of its own with its own gap.
 """
 
 from __future__ import annotations
@@ -16,8 +25,15 @@ from __future__ import annotations
 import numpy as np
 
 
+def _as_confidence(confidence) -> np.ndarray:
+    """Confidences as a flat float array, float32 kept (its edges are float32), else float64."""
+    conf = np.asarray(confidence)
+    dtype = np.float32 if conf.dtype == np.float32 else np.float64
+    return conf.astype(dtype, copy=False).ravel()
+
+
 def _validate(confidence, correct, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
-    conf = np.asarray(confidence, dtype=np.float64).ravel()
+    conf = _as_confidence(confidence)
     corr = np.asarray(correct).ravel()
     if int(n_bins) != n_bins or n_bins < 1:
         raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
@@ -40,8 +56,32 @@ def _validate(confidence, correct, n_bins: int) -> tuple[np.ndarray, np.ndarray]
     return conf, corr
 
 
+def bin_edges(n_bins: int, dtype=np.float64) -> np.ndarray:
+    """Return the exact bin edges ``k / n_bins``, ``k = 0 .. n_bins``, in ``dtype``.
+
+    Each edge is ``k / n_bins`` correctly rounded (one IEEE division in float64, then one
+    rounding to ``dtype``), unlike ``linspace``, whose accumulated steps can be an ulp off.
+
+    Parameters
+    ----------
+    n_bins : int
+        Number of equal-width bins.
+    dtype : numpy dtype
+        Precision of the edges (that of the confidences they are compared with).
+
+    Returns
+    -------
+    ndarray, shape (n_bins + 1,)
+    """
+    return (np.arange(n_bins + 1, dtype=np.float64) / n_bins).astype(dtype)
+
+
 def bin_index(confidence: np.ndarray, n_bins: int = 10) -> np.ndarray:
     """Return the bin of each confidence under the module's convention.
+
+    The index is ``floor(c * n_bins)`` with exact edges: the number of edges
+    :func:`bin_edges` at or below ``c``, minus one, clipped to ``n_bins - 1`` (1.0 falls in
+    the last bin). Float32 confidences are compared with float32 edges, others in float64.
 
     Parameters
     ----------
@@ -53,11 +93,12 @@ def bin_index(confidence: np.ndarray, n_bins: int = 10) -> np.ndarray:
     Returns
     -------
     ndarray of int
-        Bin index in ``0 .. n_bins - 1``; bins are ``[lo, hi)``, the last one ``[lo, 1]``.
+        Bin index in ``0 .. n_bins - 1``; bins are ``[k/M, (k+1)/M)``, the last one
+        ``[(M-1)/M, 1]``.
     """
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    idx = np.searchsorted(edges, np.asarray(confidence, dtype=np.float64), side="right") - 1
-    return np.clip(idx, 0, n_bins - 1)
+    conf = _as_confidence(confidence)
+    idx = np.searchsorted(bin_edges(n_bins, conf.dtype), conf, side="right") - 1
+    return np.clip(idx, 0, n_bins - 1).astype(np.int64)
 
 
 def reliability_data(confidence, correct, n_bins: int = 10) -> dict:
@@ -88,9 +129,9 @@ def reliability_data(confidence, correct, n_bins: int = 10) -> dict:
     count = np.bincount(idx, minlength=n_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         acc = np.bincount(idx, weights=corr.astype(np.float64), minlength=n_bins) / count
-        mean_conf = np.bincount(idx, weights=conf, minlength=n_bins) / count
+        mean_conf = np.bincount(idx, weights=conf.astype(np.float64), minlength=n_bins) / count
     return {
-        "edges": np.linspace(0.0, 1.0, n_bins + 1),
+        "edges": bin_edges(n_bins),
         "accuracy": np.where(count > 0, acc, np.nan),
         "confidence": np.where(count > 0, mean_conf, np.nan),
         "count": count.astype(np.int64),
@@ -110,9 +151,10 @@ def calibration_errors(confidence, correct, n_bins: int = 10) -> tuple[float, fl
     correct : array_like of bool, shape (N,)
         Whether each prediction was right.
     n_bins : int
-        Number of equal-width bins (paper: 10). Bins are ``[lo, hi)``; the last bin is
-        closed so that a confidence of exactly 1.0 belongs to it (``torchmetrics`` gives
-        1.0 a bin of its own; identical results when all confidences are < 1).
+        Number of equal-width bins (paper: 10). Bins are ``[k/M, (k+1)/M)`` with exact
+        edges (index ``floor(c * M)``, see the module docstring); the last bin is closed
+        so that a confidence of exactly 1.0 belongs to it (``torchmetrics`` gives 1.0 a
+        bin of its own; identical results for float32 confidences < 1 and ``M = 10``).
 
     Returns
     -------

@@ -153,6 +153,10 @@ def _prediction_columns(p: Project) -> dict[str, list[str]]:
         out["predicted_label"] = np.array([*names, ""], dtype=str)[codes].tolist()
     if "confidence" in cols:
         out["confidence"] = _as_text(cols["confidence"])
+    if "ood_score" in cols:
+        out["ood_score"] = _as_text(cols["ood_score"])
+    if "ood" in cols:
+        out["ood"] = _as_text(np.asarray(cols["ood"]).astype(bool))
     probs = cols.get("probs")
     if probs is not None and probs.ndim == 2 and probs.shape[1] == len(names):
         for k, name in enumerate(names):
@@ -201,7 +205,8 @@ def export_cells_csv(path: str | PathLike[str], out_csv: str | PathLike[str], *,
     other cell column (``original_label`` also as a class name, extras as numbers). When
     the project holds predictions (of the active model, else the latest), three more
     kinds of columns close the row: ``predicted_label`` (class name, empty when none),
-    ``confidence`` and one ``prob_<class>`` per class (``probs``, temperature-scaled).
+    ``confidence``, ``ood_score`` and ``ood`` (true/false; when the model has an OOD detector)
+    and one ``prob_<class>`` per class (``probs``, temperature-scaled).
 
     Parameters
     ----------

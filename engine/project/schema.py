@@ -36,8 +36,10 @@ CELL_COLUMNS: dict[str, tuple[str, str]] = {
     "area_um2": ("float32", "pixel_count * pixel area"),
     "diameter_um": ("float32", "equivalent diameter sqrt(4A/pi)"),
     "optical_volume_um3": ("float32", "sum(phi) * lambda/(2 pi) * pixel area (NaN for RGB)"),
-    "perimeter_um": ("float32", "cv2.arcLength of the contour * pixel size"),
-    "circularity": ("float32", "4 pi A / L^2"),
+    "perimeter_um": ("float32", "digitisation-corrected contour length * pixel size"),
+    "circularity": ("float32", "4 pi A / L^2, L = cv2.arcLength (paper 1, Table 3)"),
+    "circularity_smooth": ("float32", "4 pi A / L^2 with the digitisation-corrected "
+                                      "perimeter (NaN in projects segmented before it)"),
     "phase_mean": ("float32", "mean phase inside the contour, rad (NaN for RGB)"),
     "phase_max": ("float32", "max phase inside the contour, rad (NaN for RGB)"),
     "phase_std": ("float32", "std of phase inside the contour, rad (NaN for RGB)"),
@@ -48,6 +50,10 @@ CELL_COLUMNS: dict[str, tuple[str, str]] = {
     "given_label": ("int16", "current label, index into /labels/classes, -1 = none"),
     "original_label": ("int16", "label at import, index into /labels/classes, -1 = none"),
 }
+
+#: Cell columns added after schema version 2 was fixed: projects written before lack them
+#: and read them as NaN (not a damaged project).
+LATER_CELL_COLUMNS = ("circularity_smooth",)
 
 #: Input-table columns (one row per input file, failed ones included).
 INPUT_COLUMNS: dict[str, tuple[str, str]] = {

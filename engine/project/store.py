@@ -52,6 +52,7 @@ from hemalens.engine.project.schema import (
     DERIVED_CELL_COLUMNS,
     FILE_FORMAT,
     INPUT_COLUMNS,
+    LATER_CELL_COLUMNS,
     SCHEMA_VERSION,
 )
 
@@ -1022,6 +1023,10 @@ class Project:
             if isinstance(ds, h5py.Dataset) and ds.ndim == 1 and name not in DERIVED_CELL_COLUMNS:
                 cells[name] = ds[()]
         stored = [c for c in CELL_COLUMNS if c not in DERIVED_CELL_COLUMNS]
+        n_rows = len(cells["cell_id"]) if "cell_id" in cells else 0
+        for name in LATER_CELL_COLUMNS:
+            if name not in cells:  # written before the column existed
+                cells[name] = np.full(n_rows, np.nan, CELL_COLUMNS[name][0])
         missing = [c for c in stored if c not in cells]
         if missing:
             raise ProjectError(cells_file, f"damaged project: cell columns {missing} are "

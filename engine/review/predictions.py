@@ -16,6 +16,10 @@ Columns written by ``hemalens predict`` (:data:`PREDICTION_COLUMNS`):
     float32 ``(N, K)`` frequentist softmax probabilities, temperature-scaled.
 ``mc_mean``, ``mc_median``, ``mc_std``
     float32 ``(N, K)`` MC-dropout summaries per class (the median renormalised to sum 1).
+``ood_score``, ``ood``
+    float32 ``(N,)`` out-of-distribution score and bool ``(N,)`` flag
+    (:mod:`hemalens.engine.review.ood_detector`), when the model has a detector; flagged
+    cells are counted apart in the differential.
 ``conf_<measure>``
     float32 ``(N,)`` confidence of every measure of
     :func:`hemalens.engine.calibrate.confidence_measures` (``freq``, ``freq_ts``,
@@ -23,8 +27,9 @@ Columns written by ``hemalens predict`` (:data:`PREDICTION_COLUMNS`):
 
 Attributes (``attrs_json``): ``model``, ``class_names``, ``measure`` (the one behind
 ``predicted``/``confidence``), ``temperature``, ``mc_temperature``, ``mc_passes``,
-``created``, ``model_created`` (the model's stamp: predictions of a model that was since
-replaced are refused at write time); other JSON-ready keys are kept as given.
+``ood_threshold``, ``created``, ``model_created`` (the model's stamp: predictions of a
+model that was since replaced are refused at write time); other JSON-ready keys are kept
+as given.
 
 The file is written whole and renamed into place: writing costs the predictions, never a
 copy of the patches, and a failure leaves the previous predictions untouched.
@@ -64,6 +69,9 @@ PREDICTION_COLUMNS: dict[str, str] = {
     "mc_mean": "float32 (N, K) mean of the MC-dropout probabilities",
     "mc_median": "float32 (N, K) median of the MC-dropout probabilities, renormalised",
     "mc_std": "float32 (N, K) standard deviation of the MC-dropout probabilities",
+    "ood_score": "float32 out-of-distribution score (Fisher combination; higher = more foreign)",
+    "ood": "bool out of distribution: ood_score above the threshold keeping 95 % of "
+           "validation cells",
 }
 
 

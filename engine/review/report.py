@@ -315,9 +315,16 @@ def write_report(
         raw_all = {"": raw_all}
     if ood:
         body.append("<h2>Out-of-distribution confidence</h2>")
-        best = (review.get("ood") or {}).get("best_measure")
+        info = review.get("ood") or {}
+        best = info.get("best_measure")
         if isinstance(best, str):
-            body.append(f"<p>Best separating measure: {_e(best)}</p>")
+            held = info.get("best_measure_auroc")
+            shown = ("; AUROC on the held-out half: " + ", ".join(
+                f"{_e(k)} {float(v):.3f}" for k, v in held.items())) if isinstance(
+                held, dict) else ""
+            body.append(f"<p>Best separating measure: {_e(best)}{shown}</p>")
+        if isinstance(info.get("selection"), str):
+            body.append(f"<p><i>{_e(info['selection'])}</i></p>")
         for measure, stats in ood.items():
             label = f" &ndash; {_e(measure)}" if measure else ""
             body.append(f"<h3>Confidence{label}</h3>")

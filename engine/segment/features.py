@@ -13,6 +13,7 @@ from hemalens.engine.project.schema import CELL_COLUMNS
 FRAME_COLUMNS: tuple[str, ...] = (
     "object_id", "x", "y", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "pixel_count",
     "area_um2", "diameter_um", "optical_volume_um3", "perimeter_um", "circularity",
+    "circularity_smooth",
     "phase_mean", "phase_max", "phase_std", "touches_border", "patch_padded", "qc_pass",
     "qc_reason",
 )  # fmt: skip
@@ -108,8 +109,12 @@ def object_features(
         pixels of the filled contour; area ``A = P px^2``; diameter
         ``sqrt(4 A / pi)``; optical volume ``V = sum(phi) * lambda / (2 pi) * px^2``
         (um^3, lambda in um; the paper's formula omits the pixel area, without which
-        V would not be a volume); perimeter see :func:`robust_perimeter_px`;
-        circularity ``4 pi A / L^2`` (can exceed 1 by ~1 % for small discs);
+        V would not be a volume); perimeter ``L_s``: the digitisation-corrected length of
+        :func:`robust_perimeter_px` (within 1 % of ``2 pi R`` on digitised discs);
+        circularity ``4 pi A / L^2`` with ``L = cv2.arcLength`` of the closed pixel
+        contour (paper 1, Table 3: the definition its QC cut of 0.85 was set for);
+        circularity_smooth ``4 pi A / L_s^2`` (0.98-1.0 on digitised discs, can exceed
+        1 by ~1 %);
         centroid = centroid of the filled mask (phase-independent), x = column.
     has_nonfinite : numpy.ndarray
         bool per object: its region contains NaN/inf phase (phase columns are NaN).
@@ -143,6 +148,7 @@ def object_features(
         mean, std = cv2.meanStdDev(crop, mask=local)
         stats[i] = (mean[0, 0], cv2.minMaxLoc(crop, local)[1], std[0, 0])
     area = count * px * px
+    arc = np.array([cv2.arcLength(c, True) for c in contours], np.float64)
     perimeter = robust_perimeter_px(contours)
     cols["object_id"][:] = np.arange(n)
     cols["x"][:] = cxy[:, 0]
@@ -153,7 +159,10 @@ def object_features(
     cols["area_um2"][:] = area
     cols["diameter_um"][:] = np.sqrt(4.0 * area / np.pi)
     cols["perimeter_um"][:] = perimeter * px
-    cols["circularity"][:] = 4.0 * np.pi * count / perimeter**2
+    with np.errstate(divide="ignore", invalid="ignore"):  # a 1-pixel contour has L = 0
+        circ = 4.0 * np.pi * count / arc**2
+    cols["circularity"][:] = np.where(arc > 0, circ, 0.0)
+    cols["circularity_smooth"][:] = 4.0 * np.pi * count / perimeter**2
     cols["optical_volume_um3"][:] = stats[:, 0] * count * lam_um / (2 * np.pi) * px * px
     cols["phase_mean"][:], cols["phase_max"][:], cols["phase_std"][:] = stats.T
     cols["touches_border"][:] = (

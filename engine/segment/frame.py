@@ -100,7 +100,8 @@ def segment_phase_frame(
         contours, frame.shape, px, phase=frame, wavelength_nm=lam, check_finite=has_nonfinite
     )
     cols["qc_pass"], cols["qc_reason"] = quality_filter(
-        cols["diameter_um"], cols["circularity"], cols["touches_border"], nonfinite_obj, settings
+        cols["diameter_um"], cols[settings.circularity_measure], cols["touches_border"],
+        nonfinite_obj, settings
     )
     centres = np.stack([cols["x"], cols["y"]], axis=1)
     raw, cols["patch_padded"] = extract_patches(
@@ -146,7 +147,8 @@ def segment_rgb_frame(
     )
     cols, nonfinite_obj = object_features(contours, img.shape[:2], px)
     cols["qc_pass"], cols["qc_reason"] = quality_filter(
-        cols["diameter_um"], cols["circularity"], cols["touches_border"], nonfinite_obj, settings
+        cols["diameter_um"], cols[settings.circularity_measure], cols["touches_border"],
+        nonfinite_obj, settings
     )
     centres = np.stack([cols["x"], cols["y"]], axis=1)
     images, cols["patch_padded"] = extract_patches(

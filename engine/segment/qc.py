@@ -23,12 +23,14 @@ def quality_filter(
     Parameters
     ----------
     diameter_um, circularity : numpy.ndarray
-        Per-object equivalent diameter (um) and circularity.
+        Per-object equivalent diameter (um) and circularity: the column named by
+        ``settings.circularity_measure`` (``circularity``, paper 1's definition, or
+        ``circularity_smooth``).
     touches_border, has_nonfinite : numpy.ndarray
         Per-object bool flags.
     settings : SegmentSettings
-        ``min_diameter_um``, ``max_diameter_um`` (None: no bound), ``min_circularity``,
-        ``reject_border``.
+        ``min_diameter_um``, ``max_diameter_um`` (None: no bound), ``min_circularity``
+        (against ``circularity_measure``), ``reject_border``.
 
     Returns
     -------

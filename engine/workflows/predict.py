@@ -22,6 +22,8 @@ from hemalens.engine.jobs import Progress, checkpoint
 from hemalens.engine.models.store import load_model
 from hemalens.engine.project import Project
 from hemalens.engine.review import write_predictions
+from hemalens.engine.review.ood_detector import OODDetector
+from hemalens.engine.workflows.calibration import ood_scores
 
 #: The measure whose class and confidence a person sees: the MC-dropout mean, temperature
 #: scaled on the validation split (best calibrated in our evaluations and the paper's).
@@ -39,6 +41,10 @@ def predict_project(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Predict every object of a project with a stored model and save the predictions.
+
+    With a model that carries an out-of-distribution detector (every model trained since
+    issue 13) the predictions get ``ood_score`` and the ``ood`` flag
+    (``ood_score > threshold``, the threshold keeping 95 % of validation cells).
 
     Parameters
     ----------
@@ -60,12 +66,13 @@ def predict_project(
     -------
     dict
         ``{"model", "cells", "passes", "measure", "seconds", "cells_per_s",
-        "predicted": {class: n}}``.
+        "predicted": {class: n}, "ood": n flagged (None without a detector)}``.
     """
     t0 = time.perf_counter()
     model, meta = load_model(project_path, model_name)
     calibration = meta["extra"].get("calibration") or {}
     std_map = StdConfidence.from_dict(calibration["std_map"]) if "std_map" in calibration else None
+    detector = OODDetector.from_model(meta)
     with Project.open(project_path) as project:
         n = project.n_cells
         if n == 0:
@@ -102,6 +109,10 @@ def predict_project(
             }
             for name, m in measures.items():
                 chunk[f"conf_{name}"] = m["confidence"].astype(np.float32)
+            if detector is not None:
+                score = ood_scores(model, detector, images, measures)
+                chunk["ood_score"] = score.astype(np.float32)
+                chunk["ood"] = detector.flag(score)
             for key, value in chunk.items():
                 parts.setdefault(key, []).append(value)
             if progress is not None:
@@ -116,6 +127,7 @@ def predict_project(
         "temperature": calibration.get("temperature"),
         "mc_temperature": calibration.get("mc_temperature"),
         "class_names": classes,
+        "ood_threshold": None if detector is None else detector.threshold,
     })
     seconds = time.perf_counter() - t0
     counts = np.bincount(columns["predicted"], minlength=len(classes))
@@ -127,4 +139,5 @@ def predict_project(
         "seconds": round(seconds, 3),
         "cells_per_s": round(n / seconds, 1),
         "predicted": {c: int(k) for c, k in zip(classes, counts, strict=True)},
+        "ood": int(columns["ood"].sum()) if "ood" in columns else None,
     }

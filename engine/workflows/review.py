@@ -7,13 +7,6 @@ from typing import Any
 
 import numpy as np
 
-from hemalens.engine.calibrate import (
-    StdConfidence,
-    confidence_measures,
-    mc_dropout_logits,
-    mc_softmax,
-    predict_logits,
-)
 from hemalens.engine.errors import ProjectError
 from hemalens.engine.jobs import Progress, checkpoint
 from hemalens.engine.models.store import load_model
@@ -28,8 +21,9 @@ from hemalens.engine.review import (
 )
 from hemalens.engine.segment import SegmentSettings
 
-#: Cells whose calibrated confidence is below this are excluded from the differential as
-#: out of distribution ("ood") rather than counted under a class they probably are not.
+#: Without an OOD flag in the predictions (models older than the OOD detector), cells whose
+#: calibrated confidence is below this are excluded from the differential as out of
+#: distribution ("ood") rather than counted under a class they probably are not.
 OOD_CONFIDENCE = 0.5
 #: Included cells below this confidence are flagged for a person to look at.
 REVIEW_CONFIDENCE = 0.8
@@ -41,6 +35,26 @@ def _samples(project: Project) -> np.ndarray:
     files = [str(f) for f in project.inputs["file"]]
     ids = np.asarray([r or f for r, f in zip(runs, files, strict=True)], dtype=object)
     return ids[project.cells["input_id"]]
+
+
+def _pick_best(by_measure: dict[str, dict[str, np.ndarray]], halves: dict[str, np.ndarray],
+               candidates: list[str], sets: list[str]) -> dict[str, Any]:
+    """Choose measures on the selection half of every set, report them on the other half."""
+    def auroc(m: str, name: str, half: int) -> float:
+        ref = by_measure[m]["leukocyte"][halves["leukocyte"] == half]
+        other = by_measure[m][name][halves[name] == half]
+        return float(ood_statistics({"leukocyte": ref, name: other})["auroc"][name])
+
+    sel = {m: {name: auroc(m, name, 0) for name in sets} for m in candidates}
+    best = max(candidates, key=lambda m: min(sel[m].values()))
+    per_set = {}
+    for name in sets:
+        b = max(candidates, key=lambda m: sel[m][name])  # noqa: B023
+        per_set[name] = {"measure": b, "auroc": auroc(b, name, 1),
+                         "auroc_selection_half": sel[b][name]}
+    return {"best_measure": best,
+            "best_measure_auroc": {name: auroc(best, name, 1) for name in sets},
+            "best_per_set": per_set}
 
 
 def ood_review(
@@ -55,18 +69,31 @@ def ood_review(
     """Confidence of the model on OOD sets vs on leukocytes, for every measure.
 
     The leukocyte reference is the model's test split when the model records one (cells
-    it never trained on), else all QC-passed labelled cells; at most ``n`` of them.
+    it never trained on), else all QC-passed labelled cells; at most ``n`` of them. With
+    a model that carries an OOD detector, ``ood_score`` is one more entry; its statistics
+    are computed on ``-ood_score`` (higher = in distribution, like a confidence), so its
+    AUROC reads like the measures'.
+
+    The "best" measure is never chosen on the cells it is reported on: every set
+    (leukocytes included) is split at random into two halves; the choice is made on the
+    selection half and its AUROC reported on the other half (``"selection"`` says so).
 
     Returns
     -------
     dict
-        ``{measure: ood_statistics(...)}``, plus ``"best_measure"`` (the MC measure with
-        the highest worst-case AUROC over the digits and noise sets) and
-        ``"best_per_set"`` (``{set: {"measure", "auroc"}}`` over the MC measures).
+        ``{measure: ood_statistics(...)}`` over all cells of every set, plus
+        ``"best_measure"`` (the candidate with the highest worst-case AUROC over every OOD
+        set on the selection half), ``"best_measure_auroc"`` (its AUROC per set on the
+        report half), ``"best_per_set"`` (``{set: {"measure", "auroc",
+        "auroc_selection_half"}}``, ``auroc`` on the report half), ``"candidates"`` (the MC
+        measures and ``ood_score``) and ``"selection"`` (a sentence).
     """
+    from hemalens.engine.review.ood_detector import OODDetector
+    from hemalens.engine.workflows.calibration import calibrated_measures, ood_scores
+
     model, meta = load_model(project_path, model_name)
     calibration = meta["extra"].get("calibration") or {}
-    std_map = StdConfidence.from_dict(calibration["std_map"]) if "std_map" in calibration else None
+    detector = OODDetector.from_model(meta)
     rng = np.random.default_rng(seed)
     with Project.open(project_path) as project:
         pool = meta["split"]["test"] if meta.get("split_ids") == "cell_id" else np.zeros(0, int)
@@ -83,31 +110,25 @@ def ood_review(
     by_measure: dict[str, dict[str, np.ndarray]] = {}
     for k, (name, images) in enumerate(sets.items()):
         checkpoint(progress)
-        mc_logits = mc_dropout_logits(model, images, passes=passes, seed=seed + k)
-        measures = confidence_measures(
-            predict_logits(model, images),
-            mc_softmax(mc_logits),
-            temperature=calibration.get("temperature"),
-            mc_temperature=calibration.get("mc_temperature"),
-            std_map=std_map,
-            mc_logits=mc_logits,
-        )
+        measures = calibrated_measures(model, images, calibration, passes=passes,
+                                       seed=seed + k)
         for measure, values in measures.items():
             by_measure.setdefault(measure, {})[name] = values["confidence"]
+        if detector is not None:
+            score = ood_scores(model, detector, images, measures)
+            by_measure.setdefault("ood_score", {})[name] = -score
         if progress is not None:
             progress.set_progress(k + 1, len(sets))
     out: dict[str, Any] = {m: ood_statistics(conf, reference="leukocyte")
                            for m, conf in by_measure.items()}
-    mc = [m for m in by_measure if m.startswith("mc_")]
-    out["best_measure"] = max(
-        mc, key=lambda m: min(out[m]["auroc"]["digits"], out[m]["auroc"]["noise"])
-    )
-    best_per_set: dict[str, dict[str, Any]] = {}
-    for name in sets:
-        if name != "leukocyte":
-            best = max(mc, key=lambda m: float(out[m]["auroc"][name]))  # noqa: B023
-            best_per_set[name] = {"measure": best, "auroc": out[best]["auroc"][name]}
-    out["best_per_set"] = best_per_set
+    if "ood_score" in out:
+        out["ood_score"]["score"] = "-ood_score (higher = in distribution)"
+    candidates = [m for m in by_measure if m.startswith("mc_") or m == "ood_score"]
+    halves = {name: rng.permutation(np.arange(len(images)) % 2) for name, images in sets.items()}
+    out |= _pick_best(by_measure, halves, candidates, [s for s in sets if s != "leukocyte"])
+    out["candidates"] = candidates
+    out["selection"] = ("best measures chosen on a random half of every set, AUROC reported "
+                        f"on the other half (seed {seed})")
     return out
 
 
@@ -169,7 +190,9 @@ def review_project(
         queue = mislabel_queue(pred, conf, given_model, threshold=threshold, eligible=qc)
         in_queue = np.zeros(len(pred), bool)
         in_queue[queue] = True
-        ood = qc & (conf < OOD_CONFIDENCE)
+        # the model's OOD flag when its predictions carry one, else low confidence
+        flag = columns.get("ood")
+        ood = qc & (np.asarray(flag, bool) if flag is not None else (conf < OOD_CONFIDENCE))
         include = qc & ~ood
         flagged = in_queue | (include & (conf < REVIEW_CONFIDENCE))
         differential = differential_counts(

@@ -13,7 +13,7 @@ from hemalens.engine.jobs import Progress, SubProgress
 from hemalens.engine.models.store import save_model
 from hemalens.engine.project import Project
 from hemalens.engine.train import TrainConfig, stable_split, train_classifier, training_data
-from hemalens.engine.workflows.calibration import fit_calibration
+from hemalens.engine.workflows.calibration import fit_calibration, fit_ood
 from hemalens.engine.workflows.metrics import split_metrics
 
 
@@ -26,6 +26,10 @@ def train_project(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Train, calibrate on the validation split, score the test split, store the model.
+
+    The model is stored with its out-of-distribution detector
+    (:func:`~hemalens.engine.workflows.calibration.fit_ood`: feature statistics of the
+    training split, threshold on the validation split).
 
     Uses the QC-passed cells with a current given label (relabels honoured, excluded cells
     left out), split with :func:`~hemalens.engine.train.stable_split` (a relabelled test
@@ -49,7 +53,8 @@ def train_project(
     -------
     dict
         ``{"model", "arch", "cells", "classes", "split": {part: n}, "best_epoch",
-        "epochs_run", "val_macro_f1", "test": {...}, "calibration": {...}, "seconds",
+        "epochs_run", "val_macro_f1", "test": {...}, "calibration": {...}, "ood":
+        {"threshold", "keep", "measure"}, "seconds",
         "device"}``.
     """
     with Project.open(project_path) as project:
@@ -73,6 +78,15 @@ def train_project(
         result.model, images[val], labels[val], passes=passes, seed=config.seed,
         progress=SubProgress(progress, 0.8, 0.1),
     )
+    if progress is not None:
+        progress.set_status("Fitting the out-of-distribution detector")
+    train = result.split["train"]
+    try:
+        detector = fit_ood(result.model, images[train], labels[train], images[val],
+                           calibration, passes=passes, seed=config.seed)
+        ood_arrays, ood_settings = detector.to_model()
+    except ValueError:  # too few cells (a class absent from training): no detector
+        ood_arrays, ood_settings = {}, None
     test_scores = (
         split_metrics(result.model, images[test], labels[test], calibration, passes=passes,
                       seed=config.seed)
@@ -82,8 +96,9 @@ def train_project(
     save_model(
         project_path, name, result, classes,
         temperature=calibration["temperature"],
-        extra={"calibration": calibration, "test": test_scores},
-        cell_ids=cell_ids,
+        extra={"calibration": calibration, "test": test_scores,
+               **({"ood": ood_settings} if ood_settings else {})},
+        cell_ids=cell_ids, arrays=ood_arrays,
     )
     return {
         "model": name,
@@ -96,6 +111,8 @@ def train_project(
         "val_macro_f1": round(float(result.val_macro_f1), 4),
         "test": test_scores,
         "calibration": {k: v for k, v in calibration.items() if k != "std_map"},
+        "ood": ({k: ood_settings[k] for k in ("threshold", "keep", "measure")}
+                if ood_settings else None),
         "seconds": round(result.seconds, 2),
         "device": result.device,
     }

@@ -107,3 +107,39 @@ def test_bad_inputs(conf, correct, match):
 def test_bad_bin_count():
     with pytest.raises(ValueError, match="n_bins"):
         reliability_data([0.5], [True], n_bins=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_confidences_on_edges_open_the_upper_bin(dtype):
+    # floor(c * M) with exact edges: 0.3, 0.6, 0.7 (not representable) still open bins 3, 6, 7
+    conf = (np.arange(11) / 10).astype(dtype)
+    assert bin_index(conf, 10).tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9]
+    below = np.nextafter(conf[1:], dtype(0))  # one ulp under each edge: the lower bin
+    assert bin_index(below, 10).tolist() == list(range(10))
+    conf15 = (np.arange(16) / 15).astype(dtype)
+    assert bin_index(conf15, 15).tolist() == [*range(15), 14]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_edge_values_agree_with_torchmetrics(seed):
+    # isotonic-style outputs that sit exactly on the edges k/10 (float32, as predictions are
+    # stored), plus one ulp either side; 10 classes so that any c >= 0.1 is the maximum
+    rng = np.random.default_rng(seed)
+    k, n_bins = 10, 10
+    edges = (np.arange(1, 10) / 10).astype(np.float32)
+    conf = np.concatenate([edges, np.nextafter(edges, np.float32(0)),
+                           np.nextafter(edges, np.float32(1))])
+    conf = np.repeat(conf, 7)
+    probs = np.empty((conf.size, k), np.float32)
+    probs[:] = ((1 - conf) / (k - 1))[:, None]
+    probs[:, 0] = conf
+    assert (probs.argmax(1) == 0).all() and (probs.max(1) == conf).all()
+    labels = np.where(rng.random(conf.size) < 0.6, 0, rng.integers(1, k, conf.size))
+    ece, mce = calibration_errors(conf, labels == 0, n_bins=n_bins)
+    ref_ece, ref_mce = _torchmetrics(probs, labels, n_bins)
+    assert ece == pytest.approx(ref_ece, abs=1e-6)
+    assert mce == pytest.approx(ref_mce, abs=1e-6)
+    # the old linspace edges (float64) put float32 0.7 etc. in the lower bin: a real change
+    old = np.clip(np.searchsorted(np.linspace(0, 1, 11), conf.astype(np.float64),
+                                  side="right") - 1, 0, 9)
+    assert (old != bin_index(conf, 10)).any()

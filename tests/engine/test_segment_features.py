@@ -55,7 +55,9 @@ def test_disc_geometry_matches_analytic(d_um):
     assert c["pixel_count"] == pytest.approx(math.pi * r * r, rel=0.03)
     # digitisation moves the centroid of a small disc by up to ~0.1 px
     assert c["x"] == pytest.approx(cx, abs=0.1) and c["y"] == pytest.approx(cy, abs=0.1)
-    assert 0.95 <= c["circularity"] <= 1.03
+    assert 0.95 <= c["circularity_smooth"] <= 1.03
+    # paper 1's definition (cv2.arcLength of the pixel chain) is size-dependent: 0.91-1.06
+    assert 0.9 <= c["circularity"] <= 1.07
     # bbox encloses the disc tightly
     assert c["bbox_x"] == pytest.approx(cx - r, abs=1.01)
     assert c["bbox_w"] == pytest.approx(2 * r, abs=2.01)
@@ -74,7 +76,8 @@ def test_ellipse_geometry(a, b, angle):
     assert c["area_um2"] == pytest.approx(math.pi * a * b * PX**2, rel=0.04)
     assert c["perimeter_um"] == pytest.approx(ramanujan * PX, rel=0.03)
     expected_circ = 4 * math.pi * math.pi * a * b / ramanujan**2
-    assert c["circularity"] == pytest.approx(expected_circ, abs=0.04)
+    assert c["circularity_smooth"] == pytest.approx(expected_circ, abs=0.04)
+    assert c["circularity"] < c["circularity_smooth"]  # the staircase lengthens arcLength
 
 
 def test_optical_volume_and_phase_stats_of_sphere_profile():
@@ -111,7 +114,7 @@ def test_holes_do_not_split_a_cell():
     assert ring[60, 70] < SegmentSettings().threshold_rad
     c = one(ring)
     assert c["pixel_count"] == pytest.approx(math.pi * 25**2, rel=0.05)
-    assert c["circularity"] > 0.95
+    assert c["circularity_smooth"] > 0.95 and c["circularity"] > 0.9
 
 
 @pytest.mark.parametrize("d_um", np.arange(4.0, 20.1, 1.0))
@@ -131,6 +134,29 @@ def test_touching_pairs_are_not_round(d_um, sep):
     c = one(frame, SegmentSettings(max_diameter_um=None))
     assert c["circularity"] < 0.85
     assert c["qc_reason"] == b"not_round"
+
+
+def test_circularity_is_paper_definition_with_cv2_arclength():
+    frame = np.zeros((120, 160), np.float32)
+    frame[30:70, 40:110] = 1.0  # a 70 x 40 px rectangle, far from round
+    cells = segment_phase_frame(frame, PX, LAM)
+    contour = cells.contours[0]
+    count = cells.columns["pixel_count"][0]
+    paper = 4 * math.pi * count / cv2.arcLength(contour, True) ** 2
+    assert cells.columns["circularity"][0] == pytest.approx(paper, rel=1e-6)
+    smooth = 4 * math.pi * count / robust_perimeter_px([contour])[0] ** 2
+    assert cells.columns["circularity_smooth"][0] == pytest.approx(smooth, rel=1e-6)
+    # QC reads the column the settings name
+    for measure in ("circularity", "circularity_smooth"):
+        value = cells.columns[measure][0]
+        s = SegmentSettings(min_circularity=float(value) + 0.001, circularity_measure=measure,
+                            max_diameter_um=None)
+        assert segment_phase_frame(frame, PX, LAM, s).columns["qc_reason"][0] == b"not_round"
+        s = SegmentSettings(min_circularity=float(value) - 0.001, circularity_measure=measure,
+                            max_diameter_um=None)
+        assert segment_phase_frame(frame, PX, LAM, s).columns["qc_pass"][0]
+    with pytest.raises(ValueError, match="circularity_measure"):
+        SegmentSettings(circularity_measure="roundness")
 
 
 def test_touches_border_and_bbox():
