@@ -246,39 +246,40 @@ def explain_project(
     if mc_passes < 0 or (mc_passes and method != "lime"):
         raise ValueError(f"MC-dropout passes apply to LIME only (got {mc_passes} for {method})")
     t0 = time.perf_counter()
-    model, meta = load_model(project_path, model_name)
-    name, created = meta["name"], str(meta["created"])
-    ids = select_cells(project_path, cells, model_name=name)
-    settings: dict[str, Any] = {"seed": seed}
-    if mc_passes:
-        settings["mc_passes"] = mc_passes
-    classes = list(meta["class_names"])
-    if target is not None:
-        if target not in classes:
-            raise ValueError(f"unknown class {target!r}; the model's classes are "
-                             f"{', '.join(classes)}")
-        settings["target"] = target
-        n_cells = int(ids.max()) + 1 if len(ids) else 0
-        targets_all: np.ndarray | None = np.full(n_cells, classes.index(target), np.int64)
-    else:
-        found = read_predictions(project_path, name)
-        targets_all = found[0]["predicted"].astype(np.int64) if found is not None else None
-    cached = cached_cells(project_path, name, method, created, settings=settings)
-    todo = ids if force else np.setdiff1d(ids, cached)
-    with Project.open(project_path) as project:
-        path = str(Path(project.paths.root).resolve())  # workers open it by this path
-    _MODELS.clear()  # in-process chunks use this copy; workers load their own
-    _MODELS[(path, name, created)] = (model, meta)
-    tasks = []
-    for start in range(0, len(todo), chunk):
-        ids_chunk = todo[start:start + chunk]
-        targets = None
-        if targets_all is not None and np.all(targets_all[ids_chunk] >= 0):
-            targets = targets_all[ids_chunk]
-        tasks.append((path, name, created, method, ids_chunk, targets, seed, mc_passes))
-    compute_s = 0.0
-    done = 0
+    # reach the cluster first: an unreachable scheduler fails before any work
     with open_executor(cluster) as executor:
+        model, meta = load_model(project_path, model_name)
+        name, created = meta["name"], str(meta["created"])
+        ids = select_cells(project_path, cells, model_name=name)
+        settings: dict[str, Any] = {"seed": seed}
+        if mc_passes:
+            settings["mc_passes"] = mc_passes
+        classes = list(meta["class_names"])
+        if target is not None:
+            if target not in classes:
+                raise ValueError(f"unknown class {target!r}; the model's classes are "
+                                 f"{', '.join(classes)}")
+            settings["target"] = target
+            n_cells = int(ids.max()) + 1 if len(ids) else 0
+            targets_all: np.ndarray | None = np.full(n_cells, classes.index(target), np.int64)
+        else:
+            found = read_predictions(project_path, name)
+            targets_all = found[0]["predicted"].astype(np.int64) if found is not None else None
+        cached = cached_cells(project_path, name, method, created, settings=settings)
+        todo = ids if force else np.setdiff1d(ids, cached)
+        with Project.open(project_path) as project:
+            path = str(Path(project.paths.root).resolve())  # workers open it by this path
+        _MODELS.clear()  # in-process chunks use this copy; workers load their own
+        _MODELS[(path, name, created)] = (model, meta)
+        tasks = []
+        for start in range(0, len(todo), chunk):
+            ids_chunk = todo[start:start + chunk]
+            targets = None
+            if targets_all is not None and np.all(targets_all[ids_chunk] >= 0):
+                targets = targets_all[ids_chunk]
+            tasks.append((path, name, created, method, ids_chunk, targets, seed, mc_passes))
+        compute_s = 0.0
+        done = 0
         if progress is not None:
             progress.set_status(f"{method}: explaining {len(todo)} cell(s) "
                                 f"({executor.cluster.describe()})")
@@ -292,21 +293,21 @@ def explain_project(
             done += len(task[4])
             if progress is not None:
                 progress.set_progress(done, len(todo))
-    files: list[str] = []
-    if png_dir is not None:
-        files = _write_pngs(project_path, name, method, created, settings, ids, classes,
-                            Path(png_dir))
-    return {
-        "method": method,
-        "model": name,
-        "target": target or "predicted",
-        "files": files,
-        "cells": int(len(ids)),
-        "computed": int(len(todo)),
-        "cached": int(len(ids) - len(todo)),
-        "seconds": round(time.perf_counter() - t0, 3),
-        "per_cell_ms": round(1000 * compute_s / len(todo), 3) if len(todo) else float("nan"),
-    }
+        files: list[str] = []
+        if png_dir is not None:
+            files = _write_pngs(project_path, name, method, created, settings, ids, classes,
+                                Path(png_dir))
+        return {
+            "method": method,
+            "model": name,
+            "target": target or "predicted",
+            "files": files,
+            "cells": int(len(ids)),
+            "computed": int(len(todo)),
+            "cached": int(len(ids) - len(todo)),
+            "seconds": round(time.perf_counter() - t0, 3),
+            "per_cell_ms": round(1000 * compute_s / len(todo), 3) if len(todo) else float("nan"),
+        }
 
 
 def explain_meta(
@@ -317,6 +318,7 @@ def explain_meta(
     model_name: str | None = None,
     seed: int = 0,
     progress: Progress | None = None,
+    cluster: Cluster | None = None,
 ) -> dict[str, Any]:
     """Meta-explanations (paper 1, §4.4): aggregation by label x confidence, clustering.
 
@@ -329,7 +331,7 @@ def explain_meta(
         calibrated confidence places each cell in one of six confidence bins.
     out_dir : str or Path
         Where ``meta_grid.png``, ``clusters.png`` and ``meta.json`` go.
-    method, model_name, seed, progress
+    method, model_name, seed, progress, cluster
         As for :func:`explain_project`.
 
     Returns
@@ -357,7 +359,7 @@ def explain_meta(
         raise ProjectError(project_path, f"has {len(ids)} labelled QC-passed cells; "
                            "meta-explanations need at least 4")
     explain_project(project_path, method, cells=ids.tolist(), model_name=name, seed=seed,
-                    progress=SubProgress(progress, 0.0, 0.8, "explaining"))
+                    progress=SubProgress(progress, 0.0, 0.8, "explaining"), cluster=cluster)
     checkpoint(progress)
     maps, _, computed = read_explanations(project_path, name, method, ids, model_created=created,
                                           settings={"seed": seed})

@@ -146,21 +146,22 @@ def predict_project(
         "predicted": {class: n}, "executor"}``.
     """
     t0 = time.perf_counter()
-    model, meta = load_model(project_path, model_name)
-    calibration = meta["extra"].get("calibration") or {}
-    with Project.open(project_path) as project:
-        n = project.n_cells
-        path = str(Path(project.paths.root).resolve())  # workers open it by this path
-    if n == 0:
-        raise ProjectError(project_path, "has no cells to predict")
-    classes = list(meta["class_names"])
-    name, created = meta["name"], str(meta["created"])
-    _MODELS.clear()  # in-process chunks use this copy; workers load their own
-    _MODELS[(path, name, created)] = (model, meta)
-    tasks = [(path, name, created, start, min(n, start + chunk), passes, seed, measure)
-             for start in range(0, n, chunk)]
-    parts: dict[str, list[np.ndarray]] = {}
+    # reach the cluster first: an unreachable scheduler fails before any work
     with open_executor(cluster) as executor:
+        model, meta = load_model(project_path, model_name)
+        calibration = meta["extra"].get("calibration") or {}
+        with Project.open(project_path) as project:
+            n = project.n_cells
+            path = str(Path(project.paths.root).resolve())  # workers open it by this path
+        if n == 0:
+            raise ProjectError(project_path, "has no cells to predict")
+        classes = list(meta["class_names"])
+        name, created = meta["name"], str(meta["created"])
+        _MODELS.clear()  # in-process chunks use this copy; workers load their own
+        _MODELS[(path, name, created)] = (model, meta)
+        tasks = [(path, name, created, start, min(n, start + chunk), passes, seed, measure)
+                 for start in range(0, n, chunk)]
+        parts: dict[str, list[np.ndarray]] = {}
         if progress is not None:
             progress.set_status(f"predicting {n} cells ({executor.cluster.describe()})")
         for (_, _, _, _, stop, *_), columns in zip(
@@ -169,27 +170,27 @@ def predict_project(
                 parts.setdefault(key, []).append(value)
             if progress is not None:
                 progress.set_progress(stop, n)
-    checkpoint(progress)
-    columns = {key: np.concatenate(values) for key, values in parts.items()}
-    write_predictions(project_path, name, columns, {
-        "model": name,
-        "measure": measure,
-        "passes": passes,
-        "seed": seed,
-        "chunk": chunk,
-        "temperature": calibration.get("temperature"),
-        "mc_temperature": calibration.get("mc_temperature"),
-        "class_names": classes,
-    })
-    seconds = time.perf_counter() - t0
-    counts = np.bincount(columns["predicted"], minlength=len(classes))
-    return {
-        "model": name,
-        "cells": n,
-        "passes": passes,
-        "measure": measure,
-        "seconds": round(seconds, 3),
-        "cells_per_s": round(n / seconds, 1),
-        "predicted": {c: int(k) for c, k in zip(classes, counts, strict=True)},
-        "executor": (cluster or IN_PROCESS).describe(),
-    }
+        checkpoint(progress)
+        columns = {key: np.concatenate(values) for key, values in parts.items()}
+        write_predictions(project_path, name, columns, {
+            "model": name,
+            "measure": measure,
+            "passes": passes,
+            "seed": seed,
+            "chunk": chunk,
+            "temperature": calibration.get("temperature"),
+            "mc_temperature": calibration.get("mc_temperature"),
+            "class_names": classes,
+        })
+        seconds = time.perf_counter() - t0
+        counts = np.bincount(columns["predicted"], minlength=len(classes))
+        return {
+            "model": name,
+            "cells": n,
+            "passes": passes,
+            "measure": measure,
+            "seconds": round(seconds, 3),
+            "cells_per_s": round(n / seconds, 1),
+            "predicted": {c: int(k) for c, k in zip(classes, counts, strict=True)},
+            "executor": (cluster or IN_PROCESS).describe(),
+        }
