@@ -86,6 +86,10 @@ def phase_block(
         yield i, stack[offset], block_settings
 
 
+#: Chunks segmented at once in-process (threads overlapping retrieval with the writes).
+#: 1: on the shared 2-core machine a second thread gained nothing (hologram 20 vs 20
+#: frames/s) and cost the phase path 15 % (GIL); benchmarks/bench_throughput.py compares.
+IMPORT_THREADS = 1
 #: Frames per task of a stained (RGB) input; phase inputs go by background block.
 RGB_FRAMES_PER_TASK = 64
 
@@ -273,7 +277,8 @@ def segment_inputs(
         with open_executor(cluster) as executor:
             results = executor.map(segment_block,
                                    ((specs[k], block, settings) for k, block in chunks),
-                                   progress=progress, pass_cancel=True)
+                                   progress=progress, pass_cancel=True,
+                                   threads=IMPORT_THREADS)
             for k, spec in enumerate(specs):
                 checkpoint(progress)
                 record = _input_record(spec)

@@ -160,6 +160,7 @@ class Executor:
         progress: Progress | None = None,
         window: int | None = None,
         pass_cancel: bool = False,
+        threads: int = 1,
     ) -> Iterator[Any]:
         """Yield ``fn(*args)`` for each ``args`` in ``tasks``, in order.
 
@@ -180,6 +181,10 @@ class Executor:
             In-process, call ``fn(*args, progress=...)`` with a progress that only
             forwards cancellation, so a long chunk stops early (its own bar is not shown);
             on a cluster the pending futures are cancelled instead.
+        threads : int
+            In-process, run up to this many chunks at once in threads (for chunk
+            functions that spend their time in code that releases the GIL: FFTs, image
+            filters); results still come in order and are the same.
 
         Yields
         ------
@@ -188,9 +193,12 @@ class Executor:
         """
         if self.client is None:
             cancel_only = {"progress": CancelOnly(progress)} if pass_cancel else {}
-            for args in tasks:
-                checkpoint(progress)
-                yield fn(*args, **cancel_only)
+            if threads <= 1:
+                for args in tasks:
+                    checkpoint(progress)
+                    yield fn(*args, **cancel_only)
+                return
+            yield from _map_threads(fn, iter(tasks), cancel_only, progress, threads)
             return
         yield from self._map_dask(fn, iter(tasks), progress, window or 4 * self.n_workers + 2)
 
@@ -224,6 +232,28 @@ class Executor:
             if pending:
                 self.client.cancel(list(pending), force=True)
             raise
+
+
+def _map_threads(fn, tasks, kwargs, progress, threads) -> Iterator[Any]:
+    """In-process map over a thread pool, ``threads + 1`` chunks ahead, results in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pending: deque = deque()
+    with ThreadPoolExecutor(threads, thread_name_prefix="hemalens-chunk") as pool:
+        try:
+            while True:
+                while len(pending) < threads + 1:
+                    args = next(tasks, None)
+                    if args is None:
+                        break
+                    pending.append(pool.submit(fn, *args, **kwargs))
+                if not pending:
+                    return
+                checkpoint(progress)
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def _connect(cluster: Cluster) -> tuple[Any, Any]:
