@@ -552,7 +552,7 @@ def _cmd_dry_run(args: argparse.Namespace) -> int:
     with TqdmProgress(not args.json) as progress:
         result = dry_run_file(args.embeddings, types=args.types, iterations=args.iterations,
                               grid=args.grid, folds=args.folds, out_dir=args.out,
-                              seed=args.seed, progress=progress)
+                              seed=args.seed, progress=progress, cluster=_cluster(args))
 
     def human(r: dict[str, Any]) -> str:
         return "\n".join(
@@ -805,6 +805,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--out", type=Path, help="folder for the curves (PNG) and Table I")
     q.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    _cluster_options(q)
     q.set_defaults(func=_cmd_dry_run)
     return parser
 

@@ -152,6 +152,25 @@ class Executor:
             return 1
         return max(1, len(self.client.scheduler_info().get("workers", {})))
 
+    def share(self, obj: Any) -> Any:
+        """Send ``obj`` to every worker once; pass the result as a task argument.
+
+        In-process ``obj`` itself; on a cluster a future the workers resolve to it, so
+        large arrays shared by many tasks travel once per worker, not once per task.
+
+        Parameters
+        ----------
+        obj : object
+            Picklable data.
+
+        Returns
+        -------
+        object
+        """
+        if self.client is None:
+            return obj
+        return self.client.scatter(obj, broadcast=True, hash=False)
+
     def map(
         self,
         fn: Callable[..., Any],

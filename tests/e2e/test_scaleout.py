@@ -176,3 +176,21 @@ def test_a_worker_killed_mid_task_is_retried_and_the_result_is_complete(sim, clu
     assert _same(local, read_predictions(project, "m1")[0])
     with open_executor(cluster[0]) as ex:  # the cluster still works (nanny restarted it)
         assert list(ex.map(_slow_square, [(i,) for i in range(4)])) == [0, 1, 4, 9]
+
+
+def test_dry_run_on_a_scheduler_gives_the_same_table(cluster):
+    from hemalens.engine.embed.dryrun import dry_run
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 60)
+    X = rng.normal(size=(180, 6)) + 0.8 * np.eye(6)[y]
+    groups = rng.permutation(np.arange(180) // 15)
+    grid = {"lambda_c": (0.125, 0.5), "lambda_s": (1.0,), "lambda_r": (0.32,),
+            "criteria": (("mean-std*mean-all", False),), "neighbours_second": (1, 2),
+            "svm": {"C": (10.0,), "gamma_factor": (1.0,)}}
+    combos = [("c",), ("c", "s"), ("s", "r")]
+    kw = dict(grid=grid, iterations=6, folds=3, stop_at_perfect=False)
+    local = dry_run(X, y, groups, combos, **kw)
+    remote = dry_run(X, y, groups, combos, cluster=cluster[0], **kw)
+    assert json.dumps(local, sort_keys=True) == json.dumps(remote, sort_keys=True)
+    assert sum(len(v) for v in remote["curves"].values()) > 4  # several settings ran
