@@ -300,7 +300,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     _output_folder(args.out, "--out")
     with TqdmProgress(not args.json) as progress:
         result = evaluate_project(args.project, _train_config(args), runs=args.runs,
-                                  passes=args.mc, out_dir=args.out, progress=progress)
+                                  passes=args.mc, out_dir=args.out, progress=progress,
+                                  cluster=_cluster(args))
 
     def human(r: dict[str, Any]) -> str:
         lines = [f"{r['runs']} runs on {r['cells']} cells"]
@@ -732,6 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=3, help="independent runs (paper: 15)")
     p.add_argument("--out", type=Path, help="folder for reliability plots (PNG)")
     training_options(p)
+    _cluster_options(p)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("review", help="mislabel queue, differential counts, OOD tests, report")

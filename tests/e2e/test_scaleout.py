@@ -194,3 +194,14 @@ def test_dry_run_on_a_scheduler_gives_the_same_table(cluster):
     remote = dry_run(X, y, groups, combos, cluster=cluster[0], **kw)
     assert json.dumps(local, sort_keys=True) == json.dumps(remote, sort_keys=True)
     assert sum(len(v) for v in remote["curves"].values()) > 4  # several settings ran
+
+
+def test_evaluate_on_a_scheduler_gives_the_same_tables(sim, cluster, capsys):
+    project = str(sim / "P.hemalens")
+    args = ["evaluate", project, "--runs", "2", "--epochs", "1", "--mc", "3", "--json"]
+    assert main(args) == 0
+    local = json.loads(capsys.readouterr().out)
+    assert main([*args, "--scheduler", cluster[0].scheduler]) == 0
+    remote = json.loads(capsys.readouterr().out)
+    assert local["table1"] == remote["table1"] and local["table2"] == remote["table2"]
+    assert remote["runs"] == 2
