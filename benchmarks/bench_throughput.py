@@ -21,6 +21,8 @@ Prints one JSON object::
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import math
 import os
@@ -137,8 +139,9 @@ def bench_scaling(sim: Path, tmp: Path, clusters: dict, lime_cells: int) -> dict
     specs = [s for s in read_manifest(sim / "manifest.csv") if s.modality == "hologram"]
     project = tmp / "scale.hemalens"
     _ingest(specs, project)
-    assert cli(["train", str(project), "--epochs", "2", "--mc", "5", "--name", "m",
-                "--json"]) == 0
+    with contextlib.redirect_stdout(io.StringIO()):  # train's own JSON: not ours
+        assert cli(["train", str(project), "--epochs", "2", "--mc", "5", "--name", "m",
+                    "--json"]) == 0
     _, meta = load_model(project)
     n_cells = int(np.sum(_cells(project)))
     rng = np.random.default_rng(0)
