@@ -133,10 +133,21 @@ def test_cancel_cancels_the_futures_and_changes_nothing(sim, cluster, tmp_path):
     with pytest.raises(Cancelled):
         predict_project(project, passes=30, chunk=32, cluster=cluster[0], progress=progress)
     assert tree_digest(project) == before
-    deadline = time.monotonic() + 20  # the scheduler drops the cancelled tasks
-    while time.monotonic() < deadline and any(cluster[1].processing().values()):
-        time.sleep(0.2)
-    assert not any(cluster[1].processing().values())
+    # the pending futures are cancelled, not left to run: 1 s tasks, 10 in flight on 2
+    # workers would keep them busy ~5 s; cancelled, only the two running ones finish
+    progress = CallbackProgress()
+    with open_executor(cluster[0]) as ex, pytest.raises(Cancelled):
+        for _ in ex.map(_sleep_one, [(i,) for i in range(40)], progress=progress):
+            progress.cancel()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 20 and any(cluster[1].processing().values()):
+        time.sleep(0.05)
+    assert time.monotonic() - t0 < 3.0
+
+
+def _sleep_one(x: int) -> int:
+    time.sleep(1.0)
+    return x
 
 
 def _slow_square(x: int) -> int:
