@@ -216,3 +216,32 @@ def test_evaluate_on_a_scheduler_gives_the_same_tables(sim, cluster, capsys):
     remote = json.loads(capsys.readouterr().out)
     assert local["table1"] == remote["table1"] and local["table2"] == remote["table2"]
     assert remote["runs"] == 2
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+def test_ctrl_c_on_the_cli_cancels_the_cluster_work_and_keeps_the_project(sim, cluster,
+                                                                         tmp_path):
+    import subprocess
+    import sys
+
+    project = tmp_path / "P.hemalens"
+    shutil.copytree(sim / "P.hemalens", project)
+    before = tree_digest(project)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hemalens.engine.cli", "predict", str(project), "--mc", "400",
+         "--scheduler", cluster[0].scheduler],
+        stderr=subprocess.PIPE, text=True)
+    client = cluster[1]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(
+            "predict_chunk" in str(t) for ts in client.processing().values() for t in ts):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "cancelled; nothing was changed" in err and "Traceback" not in err
+    assert tree_digest(project) == before
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 20 and any(client.processing().values()):
+        time.sleep(0.05)
+    assert time.monotonic() - t0 < 5.0  # no chunk left queued for the cancelled command
