@@ -56,13 +56,15 @@ def _ingest(specs, out: Path, cluster=None) -> tuple[float, dict]:
 
 
 def _local(n: int):
+    from dask import config
     from distributed import Client, LocalCluster
 
-    from hemalens.engine.scaleout import Cluster
+    from hemalens.engine.scaleout import WORKER_ENVIRON, Cluster
 
     t0 = time.perf_counter()
-    local = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                         dashboard_address=None, silence_logs=40)
+    with config.set(WORKER_ENVIRON):  # as open_executor starts its local clusters
+        local = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                             dashboard_address=None, silence_logs=40)
     client = Client(local, set_as_default=False)
     # warm the workers: import the engine and torch once, as a long-lived worker would
     client.run(lambda: __import__("hemalens.engine.workflows.predict") and None)

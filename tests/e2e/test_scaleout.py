@@ -38,8 +38,13 @@ def sim(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def cluster():
     """One LocalCluster of 2 single-threaded worker processes for the module."""
-    local = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                     dashboard_address=None, silence_logs=40)
+    from dask import config
+
+    from hemalens.engine.scaleout import WORKER_ENVIRON
+
+    with config.set(WORKER_ENVIRON):  # as open_executor starts its local clusters
+        local = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                         dashboard_address=None, silence_logs=40)
     client = distributed.Client(local, set_as_default=False)
     try:
         yield Cluster(scheduler=local.scheduler_address), client
