@@ -125,6 +125,14 @@ def _output_folder(path: Path | None, flag: str) -> None:
         raise HemaLensError(f"{path}: {flag} needs a folder, and this is a file")
 
 
+def _cluster(args: argparse.Namespace) -> Any:
+    """Return the executor chosen with ``--workers``/``--scheduler`` (default in-process)."""
+    from hemalens.engine.scaleout import parse_cluster
+
+    return parse_cluster(getattr(args, "workers", None), getattr(args, "scheduler", None),
+                         connect_timeout=getattr(args, "connect_timeout", 10.0))
+
+
 def _emit(result: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]], str]) -> None:
     if as_json:
         print(json.dumps(result, default=str))
@@ -199,7 +207,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     with TqdmProgress(not args.json) as progress:
         report = segment_inputs(
             specs, args.output, settings, default_label=args.label, progress=progress,
-            overwrite=args.force,
+            overwrite=args.force, cluster=_cluster(args),
         )
     for failure in report["failed_inputs"]:
         print(f"hemalens: failed: {failure['error']}", file=sys.stderr)
@@ -277,7 +285,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     with TqdmProgress(not args.json) as progress:
         summary = predict_project(args.project, model_name=args.model, passes=args.mc,
-                                  measure=args.measure, progress=progress)
+                                  measure=args.measure, progress=progress,
+                                  cluster=_cluster(args))
     _emit(summary, args.json, lambda r: (
         f"predicted {r['cells']} cells with {r['model']} ({r['passes']} MC passes, "
         f"{r['cells_per_s']:.0f} cells/s): "
@@ -291,7 +300,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     _output_folder(args.out, "--out")
     with TqdmProgress(not args.json) as progress:
         result = evaluate_project(args.project, _train_config(args), runs=args.runs,
-                                  passes=args.mc, out_dir=args.out, progress=progress)
+                                  passes=args.mc, out_dir=args.out, progress=progress,
+                                  cluster=_cluster(args))
 
     def human(r: dict[str, Any]) -> str:
         lines = [f"{r['runs']} runs on {r['cells']} cells"]
@@ -489,12 +499,14 @@ def _cmd_explain(args: argparse.Namespace) -> int:
             if args.out is None:
                 raise argparse.ArgumentTypeError("--meta needs --out DIR")
             result = explain_meta(args.project, args.out, method=args.method,
-                                  model_name=args.model, seed=args.seed, progress=progress)
+                                  model_name=args.model, seed=args.seed, progress=progress,
+                                  cluster=_cluster(args))
         else:
             result = explain_project(args.project, args.method, cells=args.cells,
                                      model_name=args.model, seed=args.seed, force=args.force,
                                      mc_passes=args.mc, target=args.target,
-                                     png_dir=args.png, progress=progress)
+                                     png_dir=args.png, progress=progress,
+                                     cluster=_cluster(args))
 
     def human(r: dict[str, Any]) -> str:
         if "clusters" in r:
@@ -548,7 +560,7 @@ def _cmd_dry_run(args: argparse.Namespace) -> int:
     with TqdmProgress(not args.json) as progress:
         result = dry_run_file(args.embeddings, types=args.types, iterations=args.iterations,
                               grid=args.grid, folds=args.folds, out_dir=args.out,
-                              seed=args.seed, progress=progress)
+                              seed=args.seed, progress=progress, cluster=_cluster(args))
 
     def human(r: dict[str, Any]) -> str:
         return "\n".join(
@@ -560,6 +572,28 @@ def _cmd_dry_run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- parser
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"--workers takes 0 or more, got {text!r}")
+    return value
+
+
+def _cluster_options(q: argparse.ArgumentParser) -> None:
+    """Add ``--workers``, ``--scheduler`` and ``--connect-timeout`` to a command."""
+    g = q.add_argument_group("scale-out (Dask)")
+    g.add_argument("--workers", type=_non_negative, default=0, metavar="N",
+                   help="run the work on N local worker processes (default 0: in-process)")
+    g.add_argument("--scheduler", metavar="tcp://HOST:8786",
+                   help="run the work on this Dask scheduler's workers (same HemaLens "
+                        "version, same paths to the inputs and the project)")
+    g.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
+                   help="seconds to wait for the scheduler (default 10)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -623,6 +657,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, help="segmentation threshold in rad")
     p.add_argument("--label", help="given label for inputs that have none")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    _cluster_options(p)
     p.set_defaults(func=_cmd_segment)
 
     p = sub.add_parser("label", help="relabel, confirm, exclude or mark cells; undo/redo")
@@ -700,6 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["freq", "freq_ts", "mc_mean", "mc_mean_ts", "mc_median", "mc_std"],
                    help="confidence measure behind the shown class and confidence")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    _cluster_options(p)
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("evaluate", help="repeated runs: F1, ECE/MCE, reliability plots")
@@ -707,6 +743,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=3, help="independent runs (paper: 15)")
     p.add_argument("--out", type=Path, help="folder for reliability plots (PNG)")
     training_options(p)
+    _cluster_options(p)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("review", help="mislabel queue, differential counts, OOD tests, report")
@@ -741,6 +778,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="aggregate by label x confidence and cluster the maps (needs --out)")
     p.add_argument("--out", type=Path, help="folder for the meta-explanation PNGs and JSON")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    _cluster_options(p)
     p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("embed", help="embedding networks with triplet loss and interventions")
@@ -779,6 +817,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--out", type=Path, help="folder for the curves (PNG) and Table I")
     q.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    _cluster_options(q)
     q.set_defaults(func=_cmd_dry_run)
     return parser
 

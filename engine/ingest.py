@@ -24,6 +24,7 @@ from hemalens.engine.io import FrameSource, InputSpec, open_source, remove_tilt
 from hemalens.engine.jobs import Progress, checkpoint
 from hemalens.engine.project import ProjectWriter
 from hemalens.engine.project.store import check_replaceable
+from hemalens.engine.scaleout import Cluster, open_executor
 from hemalens.engine.segment import (
     FrameCells,
     SegmentSettings,
@@ -85,30 +86,81 @@ def phase_block(
         yield i, stack[offset], block_settings
 
 
-def _phase_frames(
-    source: FrameSource, settings: SegmentSettings
-) -> Iterator[tuple[int, np.ndarray, SegmentSettings]]:
-    """Yield ``(index, background-subtracted phase, settings)`` block by block."""
-    for block in background_blocks(source.n_frames, settings.background_n):
-        yield from phase_block(source, list(block), settings)
+#: Chunks segmented at once in-process (threads overlapping retrieval with the writes).
+#: 1: on the shared 2-core machine a second thread gained nothing (hologram 20 vs 20
+#: frames/s) and cost the phase path 15 % (GIL); benchmarks/bench_throughput.py compares.
+IMPORT_THREADS = 1
+#: Frames per task of a stained (RGB) input; phase inputs go by background block.
+RGB_FRAMES_PER_TASK = 64
 
 
-def _frame_cells(
-    source: FrameSource, settings: SegmentSettings
-) -> Iterator[tuple[int, FrameCells]]:
-    if source.modality == "rgb":
-        for i in range(source.n_frames):
-            yield i, segment_rgb_frame(source.read(i), source.pixel_size_um, settings)
-        return
-    wavelength = float(source.wavelength_nm) if source.wavelength_nm else float("nan")
-    for i, phase, block_settings in _phase_frames(source, settings):
-        yield i, segment_phase_frame(phase, source.pixel_size_um, wavelength, block_settings)
+def _frame_blocks(n_frames: int, modality: str, settings: SegmentSettings) -> list[list[int]]:
+    """Cut an input into chunks: background blocks (phase) or runs of frames (RGB)."""
+    if modality == "rgb":
+        return [list(range(a, min(n_frames, a + RGB_FRAMES_PER_TASK)))
+                for a in range(0, n_frames, RGB_FRAMES_PER_TASK)]
+    return [list(b) for b in background_blocks(n_frames, settings.background_n)]
+
+
+def segment_block(
+    spec: InputSpec, block: list[int], settings: SegmentSettings,
+    progress: Progress | None = None,
+) -> tuple[list[tuple[int, FrameCells]], str | None]:
+    """Segment one chunk of an input's frames: the unit of work of :func:`segment_inputs`.
+
+    Runs in-process or on a Dask worker (which opens the input itself at ``spec.path``);
+    the driver writes the results. A phase chunk is one background block, so its median
+    background and threshold are the ones an in-process import computes.
+
+    Parameters
+    ----------
+    spec : InputSpec
+        The input.
+    block : list of int
+        Frame indices (one background block for phase inputs).
+    settings : SegmentSettings
+        Segmentation settings.
+    progress : Progress, optional
+        Cancellation only (checked between frames).
+
+    Returns
+    -------
+    (cells, error)
+        ``(frame index, FrameCells)`` for the frames done (contours dropped), and None, or
+        the one-line reason the input failed at the next frame.
+    """
+    out: list[tuple[int, FrameCells]] = []
+    try:
+        with open_source(spec) as source:
+            if source.modality == "rgb":
+                frames: Iterator[tuple[int, FrameCells]] = (
+                    (i, segment_rgb_frame(source.read(i), source.pixel_size_um, settings))
+                    for i in block)
+            else:
+                wavelength = float(source.wavelength_nm) if source.wavelength_nm else np.nan
+                frames = (
+                    (i, segment_phase_frame(phase, source.pixel_size_um, wavelength, bs))
+                    for i, phase, bs in phase_block(source, block, settings))
+            for i, cells in frames:
+                checkpoint(progress)
+                out.append((i, replace(cells, contours=[])))
+    except InputError as err:
+        return out, str(err)
+    except (ValueError, OSError) as err:  # a library error no reader foresaw
+        return out, f"{spec.file}: {' '.join(str(err).split())}"
+    return out, None
 
 
 def _patch_geometry(kind: str, settings: SegmentSettings) -> tuple[int, ...]:
     if kind == "rgb":
         return (settings.rgb_patch_size_px, settings.rgb_patch_size_px, 3)
     return (settings.patch_size_px, settings.patch_size_px)
+
+
+def _skip(results: Iterator[Any], n: int) -> None:
+    """Consume (and drop) the results of ``n`` chunks of an input that failed."""
+    for _ in range(n):
+        next(results)
 
 
 def refuse_input_as_output(inputs: Sequence[str | Path], output: str | Path) -> None:
@@ -143,6 +195,7 @@ def segment_inputs(
     default_label: str | None = None,
     progress: Progress | None = None,
     overwrite: bool = False,
+    cluster: Cluster | None = None,
 ) -> dict[str, Any]:
     """Segment every input into single-cell patches and write a new project.
 
@@ -163,6 +216,10 @@ def segment_inputs(
         :class:`~hemalens.engine.jobs.Cancelled` and writes nothing.
     overwrite : bool
         Replace whatever is at ``project_path`` (the user's ``--force``).
+    cluster : Cluster, optional
+        Where the chunks (background blocks) are segmented
+        (:mod:`hemalens.engine.scaleout`); default in-process. This process alone writes
+        the project, so atomicity and the lock are as in-process, and so are the cells.
 
     Returns
     -------
@@ -183,11 +240,13 @@ def segment_inputs(
     # Count frames first (opening is cheap; frames are decoded lazily): the total drives
     # progress, and inputs that cannot even be opened are reported up front.
     frame_counts: dict[int, int] = {}
+    modalities: dict[int, str] = {}
     open_errors: dict[int, str] = {}
     for k, spec in enumerate(specs):
         try:
             with open_source(spec) as src:
                 frame_counts[k] = src.n_frames
+                modalities[k] = src.modality
         except HemaLensError as err:
             open_errors[k] = str(err)
     total = sum(frame_counts.values())
@@ -206,36 +265,52 @@ def segment_inputs(
         else:
             writer.update_input(input_id, status="failed", error=error)
 
+    # Every chunk of every input goes to the executor at once (a window of them in
+    # flight); the results come back in order and are written here.
+    chunks = [(k, block) for k, spec in enumerate(specs) if k in frame_counts
+              for block in _frame_blocks(frame_counts[k], modalities[k], settings)]
+    by_input: dict[int, list[list[int]]] = {}
+    for k, block in chunks:
+        by_input.setdefault(k, []).append(block)
+
     try:
-        for k, spec in enumerate(specs):
-            checkpoint(progress)
-            record = _input_record(spec)
-            if k in open_errors:
-                fail(record, open_errors[k])
-                continue
-            try:
-                source = open_source(spec)
-            except HemaLensError as err:
-                fail(record, str(err))
-                continue
-            with source:
-                kind = "rgb" if source.modality == "rgb" else "phase"
-                if writer is None:
-                    writer = ProjectWriter(
-                        project_path,
-                        patch_kind=kind,
-                        patch_shape=_patch_geometry(kind, settings),
-                        settings=settings.to_dict(),
-                        overwrite=overwrite,
-                    )
-                    for earlier in pending_failed:
-                        writer.add_input(earlier)
-                record |= {
-                    "modality": source.modality,
-                    "pixel_size_um": source.pixel_size_um,
-                    "wavelength_nm": source.wavelength_nm or np.nan,
-                }
+        with open_executor(cluster) as executor:
+            results = executor.map(segment_block,
+                                   ((specs[k], block, settings) for k, block in chunks),
+                                   progress=progress, pass_cancel=True,
+                                   threads=IMPORT_THREADS)
+            for k, spec in enumerate(specs):
+                checkpoint(progress)
+                record = _input_record(spec)
+                blocks = by_input.get(k, [])
+                if k in open_errors:
+                    fail(record, open_errors[k])
+                    continue
+                try:
+                    source = open_source(spec)
+                except HemaLensError as err:
+                    _skip(results, len(blocks))
+                    fail(record, str(err))
+                    continue
+                with source:
+                    kind = "rgb" if source.modality == "rgb" else "phase"
+                    if writer is None:
+                        writer = ProjectWriter(
+                            project_path,
+                            patch_kind=kind,
+                            patch_shape=_patch_geometry(kind, settings),
+                            settings=settings.to_dict(),
+                            overwrite=overwrite,
+                        )
+                        for earlier in pending_failed:
+                            writer.add_input(earlier)
+                    record |= {
+                        "modality": source.modality,
+                        "pixel_size_um": source.pixel_size_um,
+                        "wavelength_nm": source.wavelength_nm or np.nan,
+                    }
                 if writer.patch_kind != kind:
+                    _skip(results, len(blocks))
                     fail(record, f"{spec.file}: is {source.modality} but this project holds "
                          f"{writer.patch_kind} patches; import it into a separate project")
                     continue
@@ -243,9 +318,10 @@ def segment_inputs(
                 label = spec.given_label or default_label
                 code = writer.class_code(label) if label else -1
                 done_frames = 0
-                try:
-                    for frame_index, cells in _frame_cells(source, settings):
-                        checkpoint(progress)
+                error: str | None = None
+                for b in range(len(blocks)):
+                    frame_cells, error = next(results)
+                    for frame_index, cells in frame_cells:
                         n = len(cells)
                         if n:
                             columns = dict(cells.columns)
@@ -263,17 +339,18 @@ def segment_inputs(
                         n_objects += n
                         done_frames += 1
                         n_frames += 1
-                        if progress is not None:
-                            progress.set_progress(n_frames, total)
-                except InputError as err:
+                    if progress is not None:
+                        progress.set_progress(n_frames, total)
+                    if error is not None:
+                        _skip(results, len(blocks) - b - 1)
+                        break
+                if error is not None:
                     kept = f" ({done_frames} earlier frames kept)" if done_frames else ""
-                    fail(record, f"{err}{kept}", input_id)
-                except (ValueError, OSError) as err:  # a library error no reader foresaw
-                    fail(record, f"{spec.file}: {' '.join(str(err).split())}", input_id)
+                    fail(record, f"{error}{kept}", input_id)
                 else:
                     writer.update_input(input_id, status="ok")
                 writer.update_input(input_id, n_frames=done_frames)
-        checkpoint(progress)  # a cancel that came after the last frame still cancels
+            checkpoint(progress)  # a cancel that came after the last frame still cancels
         final = writer.close() if writer is not None else None
     except BaseException:
         if writer is not None:

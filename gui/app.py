@@ -16,6 +16,23 @@ from PySide6.QtWidgets import QApplication
 from hemalens.gui.main_window import MainWindow
 
 _configured = False
+_gc: pg.util.garbage_collector.GarbageCollector | None = None
+
+
+def collect_garbage_in_gui_thread() -> None:
+    """Run Python's cyclic garbage collector only from a timer in the GUI thread.
+
+    Automatic collection runs in whichever thread happens to allocate, e.g. a Dask
+    client's event-loop thread during a job on a cluster; finalising Qt objects there
+    deadlocks the application. pyqtgraph's ``GarbageCollector`` disables automatic
+    collection and collects from a ``QTimer`` (every second) in the GUI thread.
+    Call once the QApplication exists.
+    """
+    global _gc
+    if _gc is None:
+        from pyqtgraph.util.garbage_collector import GarbageCollector
+
+        _gc = GarbageCollector(interval=1.0)
 
 
 def configure_pyqtgraph() -> None:
@@ -96,6 +113,7 @@ def run(project: str | None = None, demo: bool = False, argv: Sequence[str] | No
         print(f"hemalens: {problem}", file=sys.stderr)
         return 3
     app = create_app(argv)
+    collect_garbage_in_gui_thread()
     window = start(project, demo)
     code = app.exec()
     if window.isVisible():  # quit without closing the window: still cancel jobs, close file

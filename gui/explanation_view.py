@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from hemalens.gui.workers import Job, one_line_message, start_job
+from hemalens.gui.workers import Job, configured_cluster, one_line_message, start_job
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ def explain_one(
 
 
 def explain_all(project_path: str | Path, method: str, model_name: str, *,
-                seed: int = SEED, progress: Any = None) -> dict[str, Any]:
+                seed: int = SEED, progress: Any = None, cluster: Any = None) -> dict[str, Any]:
     """``explain_project(path, method, cells="all")``, imported here to keep torch lazy.
 
     Parameters
@@ -229,6 +229,8 @@ def explain_all(project_path: str | Path, method: str, model_name: str, *,
         LIME's seed.
     progress : Progress, optional
         Progress over cells; cancelling keeps the chunks already saved.
+    cluster : Cluster, optional
+        The configured Dask scheduler (:func:`hemalens.gui.workers.configured_cluster`).
 
     Returns
     -------
@@ -238,7 +240,7 @@ def explain_all(project_path: str | Path, method: str, model_name: str, *,
     from hemalens.engine.workflows.explain import explain_project
 
     return explain_project(project_path, method, cells="all", model_name=model_name,
-                           seed=seed, progress=progress)
+                           seed=seed, progress=progress, cluster=cluster)
 
 
 # -- the view ----------------------------------------------------------------------------
@@ -556,7 +558,7 @@ class ExplanationView(QWidget):
         self.all_job = start_job(
             explain_all, self._project.path, method, self._info["name"],
             title=f"{label}: explaining all cells", parent=self, show_dialog=True,
-            show_errors=False,
+            show_errors=False, cluster=configured_cluster(),
         )
         self.explain_all_button.setEnabled(False)
         self.all_job.ended.connect(self._all_ended)

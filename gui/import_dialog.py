@@ -40,7 +40,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from hemalens.gui.workers import Job, one_line_message, start_job
+from hemalens.gui.workers import Job, configured_cluster, one_line_message, start_job
 
 SUFFIXES = (".tif", ".tiff", ".npy", ".npz", ".h5", ".hdf5", ".png", ".jpg", ".jpeg")
 
@@ -68,12 +68,12 @@ def preview_job(spec: Any, index: int, settings: Any, progress: Any = None) -> A
 
 
 def import_job(specs: list[Any], out: str, settings: Any, label: str | None, force: bool,
-               progress: Any = None) -> dict[str, Any]:
-    """Import (in the worker)."""
+               progress: Any = None, cluster: Any = None) -> dict[str, Any]:
+    """Import (in the worker; on the configured Dask scheduler when there is one)."""
     from hemalens.engine.ingest import segment_inputs
 
     return segment_inputs(specs, out, settings, default_label=label, progress=progress,
-                          overwrite=force)
+                          overwrite=force, cluster=cluster)
 
 
 def _number(info: dict[str, Any], key: str, fmt: str) -> str:
@@ -452,7 +452,8 @@ class ImportDialog(QDialog):
         label = self.label.text().strip() or None
         self.job = start_job(import_job, specs, out, self.settings(), label,
                              self.force.isChecked(), title="Importing images", parent=self,
-                             show_dialog=False, on_result=self._imported)
+                             show_dialog=False, on_result=self._imported,
+                             cluster=configured_cluster())
         self.job.progress.connect(self._progress)
         self.job.ended.connect(self._enable)
         self._enable()

@@ -209,6 +209,9 @@ class MainWindow(QMainWindow):
                                           "and its calibration as CSV, HTML and PDF")
         self.csv_action = self._action("Export cells as &CSV…", self.export_csv,
                                        tip="Every cell with its current label and prediction")
+        self.cluster_action = self._action(
+            "Compute &cluster…", self.choose_scheduler,
+            tip="Run imports, predictions and explanations on a Dask scheduler's workers")
         self.close_action = self._action("&Close project", self.close_project, "Ctrl+W")
         self.quit_action = self._action("&Quit", self.close, "Ctrl+Q")
         for a in (self.open_action,):
@@ -219,6 +222,8 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         file_menu.addAction(self.report_action)
         file_menu.addAction(self.csv_action)
+        file_menu.addSeparator()
+        file_menu.addAction(self.cluster_action)
         file_menu.addSeparator()
         file_menu.addAction(self.close_action)
         file_menu.addAction(self.quit_action)
@@ -253,6 +258,30 @@ class MainWindow(QMainWindow):
         help_menu.addAction(self.help_action)
         self.about_action = self._action("&About HemaLens", self.show_about)
         help_menu.addAction(self.about_action)
+
+    def choose_scheduler(self) -> str | None:
+        """Ask for the Dask scheduler heavy jobs run on (empty: this computer).
+
+        Returns
+        -------
+        str or None
+            The stored address ("" for this computer), None when the dialog was cancelled.
+        """
+        from PySide6.QtWidgets import QInputDialog
+
+        from hemalens.gui.workers import SCHEDULER_KEY
+
+        current = str(self.settings.value(SCHEDULER_KEY, "") or "")
+        text, ok = QInputDialog.getText(
+            self, "Compute cluster",
+            "Dask scheduler for imports, predictions and explanations\n"
+            "(tcp://HOST:8786; empty: this computer):", text=current)
+        if not ok:
+            return None
+        self.settings.setValue(SCHEDULER_KEY, text.strip())
+        where = text.strip() or "this computer"
+        self.statusBar().showMessage(f"Heavy jobs run on {where}", 5000)
+        return text.strip()
 
     def _fill_review_menu(self) -> None:
         menu = self.review_menu

@@ -33,7 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from hemalens.gui.workers import Job, one_line_message, start_job
+from hemalens.gui.workers import Job, configured_cluster, one_line_message, start_job
 
 COLUMNS = ("", "Model", "Arch", "Val F1", "Test F1", "T", "ECE → calibrated", "Created")
 
@@ -95,12 +95,13 @@ def train_job(project: str, options: dict[str, Any], progress: Any = None) -> di
                          progress=progress)
 
 
-def predict_job(project: str, model: str | None, passes: int, progress: Any = None
-                ) -> dict[str, Any]:
-    """Predict every cell with a model (in the worker)."""
+def predict_job(project: str, model: str | None, passes: int, progress: Any = None,
+                cluster: Any = None) -> dict[str, Any]:
+    """Predict every cell with a model (in the worker; on the configured scheduler)."""
     from hemalens.engine.workflows.predict import predict_project
 
-    return predict_project(project, model_name=model, passes=passes, progress=progress)
+    return predict_project(project, model_name=model, passes=passes, progress=progress,
+                           cluster=cluster)
 
 
 def activate_job(project: str, model: str, progress: Any = None) -> None:
@@ -302,7 +303,7 @@ class ModelsPanel(QWidget):
             return None
         model = None if active else self.selected()
         return start_job(predict_job, self._path(), model, 100, title="Predicting every cell",
-                         parent=self, show_dialog=False,
+                         parent=self, show_dialog=False, cluster=configured_cluster(),
                          on_result=lambda r: self._done(
                              f"Predicted {r['cells']:,} cells with {r['model']}"))
 

@@ -49,6 +49,33 @@ def one_line_message(exc: BaseException) -> str:
     return " ".join(text.split()) or type(exc).__name__
 
 
+#: QSettings key of the Dask scheduler heavy jobs run on ("" or missing: this computer).
+SCHEDULER_KEY = "scaleout/scheduler"
+
+
+def configured_cluster(settings: Any = None) -> Any:
+    """Return where heavy jobs run: the scheduler set in the settings, else in-process.
+
+    Read in the GUI thread when a job starts; the job passes it to the engine (import,
+    predict, explain all), whose executor cancels the cluster's futures on Cancel.
+
+    Parameters
+    ----------
+    settings : QSettings, optional
+        Default the application's.
+
+    Returns
+    -------
+    hemalens.engine.scaleout.Cluster
+    """
+    from PySide6.QtCore import QSettings
+
+    from hemalens.engine.scaleout import parse_cluster
+
+    settings = settings if settings is not None else QSettings()
+    return parse_cluster(0, str(settings.value(SCHEDULER_KEY, "") or ""))
+
+
 def show_error(parent: QWidget | None, title: str, message: str) -> None:
     """Show ``message`` in a critical message box (tests monkeypatch ``QMessageBox.critical``).
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from os import PathLike
 from pathlib import Path
@@ -31,6 +32,7 @@ from hemalens.engine.embed.interventions import (
 from hemalens.engine.embed.svm import DEFAULT_GRID, fit_svm, grid_values, macro_f1
 from hemalens.engine.errors import InputError
 from hemalens.engine.jobs import Progress, checkpoint
+from hemalens.engine.scaleout import Cluster, open_executor
 
 __all__ = [
     "GRIDS",
@@ -220,6 +222,71 @@ class _FoldScorer:
             return np.array(list(pool.map(lambda fp: self._score(*fp), pairs)))
 
 
+_SCORERS: dict[str, _FoldScorer] = {}
+
+
+def dry_run_setting(shared: Mapping, params: Mapping, stage: int,
+                    progress: Progress | None = None) -> dict:
+    """Score one parameter setting over all iterations: the unit of work of :func:`dry_run`.
+
+    Runs in-process (reusing the driver's scorer) or on a Dask worker, which builds one
+    scorer per dry run and keeps it for the settings that follow. A setting's curve
+    depends only on the shared data and its parameters, not on where it ran.
+
+    Parameters
+    ----------
+    shared : mapping
+        ``token``, ``X``, ``y``, ``splits``, ``svm_params``, ``base``, ``k``,
+        ``iterations``, ``seed``, ``renormalise``, ``stop_at_perfect``.
+    params : mapping
+        :class:`InterventionParams` as a dict.
+    stage : int
+        1 (the grid) or 2 (the neighbour counts of a winner).
+    progress : Progress, optional
+        Cancellation only.
+
+    Returns
+    -------
+    dict
+        The setting's record (mean and std F1 per iteration, maximum, iterations to it).
+    """
+    X, y = shared["X"], shared["y"]
+    scorer = _SCORERS.get(shared["token"])
+    if scorer is None:
+        from hemalens.engine.scaleout import worker_threads
+
+        _SCORERS.clear()
+        scorer = _FoldScorer(X, y, shared["splits"], n_jobs=worker_threads())
+        scorer.params = shared["svm_params"]
+        _SCORERS[shared["token"]] = scorer
+    p = InterventionParams.from_dict(dict(params))
+    k, base, renormalise = shared["k"], shared["base"], shared["renormalise"]
+    stop_at_perfect = shared["stop_at_perfect"]
+    masks = [np.flatnonzero(y == c) for c in range(k)]
+    scorer.reset(X)
+    curves = [base]
+    if stop_at_perfect and base.mean() >= 1.0:
+        return _record(p, curves, stage)
+    emb = np.empty_like(X)
+    for st in iter_interventions(
+        X, y, p, shared["iterations"], rng=shared["seed"], n_classes=k,
+        renormalise=renormalise,
+    ):
+        checkpoint(progress)
+        st.embedding(out=emb)
+        if renormalise == "scale" and st.scale != 1.0:
+            # a common scale: rescale the cached distances, recompute only the moved class
+            scorer.rescale(st.scale)
+            rows = masks[st.chosen]
+        else:
+            rows = np.concatenate([masks[c] for c in np.flatnonzero(st.changed)])
+        scorer.update(emb, rows)
+        curves.append(scorer.scores())
+        if stop_at_perfect and curves[-1].mean() >= 1.0:
+            break
+    return _record(p, curves, stage)
+
+
 def _record(params: InterventionParams, curves: list[np.ndarray], stage: int) -> dict:
     f1 = np.array([c.mean() for c in curves])
     sd = np.array([c.std() for c in curves])
@@ -254,6 +321,7 @@ def dry_run(
     stop_at_perfect: bool = True,
     renormalise: str = "scale",
     n_jobs: int | None = None,
+    cluster: Cluster | None = None,
 ) -> dict:
     """Score intervention types and strengths on a fixed embedding (paper 2 Fig. 4, Table I).
 
@@ -307,6 +375,9 @@ def dry_run(
     n_jobs : int, optional
         Folds scored at once (threads); default one per CPU core. Results do not depend on
         it.
+    cluster : Cluster, optional
+        Where the settings run (:mod:`hemalens.engine.scaleout`; a Dask worker scores the
+        folds in one thread); default in-process. The result is identical.
 
     Returns
     -------
@@ -335,46 +406,53 @@ def dry_run(
     scorer.params = svm_params = scorer.select(g["svm"], seed)
     checkpoint(progress)
     base = scorer.scores()
-    masks = [np.flatnonzero(y == c) for c in range(k)]
 
-    def run(params: InterventionParams, stage: int) -> dict:
-        scorer.reset(X)
-        curves = [base]
-        if stop_at_perfect and base.mean() >= 1.0:
-            return _record(params, curves, stage)
-        emb = np.empty_like(X)
-        for st in iter_interventions(
-            X, y, params, iterations, rng=seed, n_classes=k, renormalise=renormalise
-        ):
-            checkpoint(progress)
-            st.embedding(out=emb)
-            if renormalise == "scale" and st.scale != 1.0:
-                # a common scale: rescale the cached distances, recompute only the moved class
-                scorer.rescale(st.scale)
-                rows = masks[st.chosen]
-            else:
-                rows = np.concatenate([masks[c] for c in np.flatnonzero(st.changed)])
-            scorer.update(emb, rows)
-            curves.append(scorer.scores())
-            if stop_at_perfect and curves[-1].mean() >= 1.0:
-                break
-        return _record(params, curves, stage)
+    with open_executor(cluster) as executor:
+        shared = {
+            "token": uuid.uuid4().hex, "X": X, "y": y, "splits": splits, "svm_params": svm_params,
+            "base": base, "k": k, "iterations": iterations, "seed": seed,
+            "renormalise": renormalise, "stop_at_perfect": stop_at_perfect, "grid": grid,
+            "folds": folds,
+        }
+        _SCORERS.clear()  # in-process settings reuse this scorer and its distance cache
+        _SCORERS[shared["token"]] = scorer
+        data = executor.share(shared)
 
+        def run_all(settings: list[tuple[InterventionParams, int]]) -> Iterator[dict]:
+            return executor.map(dry_run_setting,
+                                [(data, p.to_dict(), stage) for p, stage in settings],
+                                progress=progress, pass_cancel=True)
+
+        if progress is not None:
+            progress.set_status(f"dry run: {len(combos)} combination(s) "
+                                f"({executor.cluster.describe()})")
+        try:
+            return _search(shared, combos, g, n_present, run_all, progress)
+        finally:
+            _SCORERS.clear()  # free the distance cache
+
+
+def _search(shared: Mapping, combos: list, g: Mapping, n_present: int, run_all,
+            progress: Progress | None) -> dict:
+    """Both passes of :func:`dry_run` (the grid, then the winners' neighbour counts)."""
+    X = shared["X"]
+    base, svm_params = shared["base"], shared["svm_params"]
+    iterations, seed = shared["iterations"], shared["seed"]
+    renormalise, stop_at_perfect = shared["renormalise"], shared["stop_at_perfect"]
+    grid = shared["grid"]
     first = {key: _settings(t, g) for t in combos for key in [_combo_key(t)]}
     n_second = len(g.get("neighbours_second", ()))
     total = sum(map(len, first.values())) + n_second * sum(_uses_neighbours(t) for t in combos)
     done = 0
     curves: dict[str, list[dict]] = {}
-    for types in combos:
-        key = _combo_key(types)
-        if progress is not None:
-            progress.set_status(f"dry run: {key}")
+    order = [(key, params) for key, settings in first.items() for params in settings]
+    for key in first:
         curves[key] = []
-        for params in first[key]:
-            curves[key].append(run(params, 1))
-            done += 1
-            if progress is not None:
-                progress.set_progress(done, total)
+    for (key, _), rec in zip(order, run_all([(p, 1) for _, p in order]), strict=True):
+        curves[key].append(rec)
+        done += 1
+        if progress is not None:
+            progress.set_progress(done, total)
 
     # Ω jointly over the combinations, then strengths per combination
     crit_score = {}
@@ -393,7 +471,10 @@ def dry_run(
         )
     criterion = min(crit_score, key=crit_score.__getitem__)
 
-    best = []
+    # the neighbour counts of every combination's winner: the second pass, in one map
+    winners: dict[str, dict] = {}
+    tried_by: dict[str, dict[int, dict]] = {}
+    second: list[tuple[str, int, InterventionParams]] = []
     for types in combos:
         key = _combo_key(types)
         recs = [
@@ -401,20 +482,28 @@ def dry_run(
             for r in curves[key]
             if (r["params"]["criterion"], r["params"]["probabilistic"]) == criterion
         ]
-        winner = min(recs, key=_rank_key)
-        tried = {min(winner["params"]["neighbours"], n_present - 1): winner}
+        winners[key] = min(recs, key=_rank_key)
+        tried_by[key] = {min(winners[key]["params"]["neighbours"], n_present - 1): winners[key]}
         if _uses_neighbours(types):
+            planned = set(tried_by[key])
             for n in g.get("neighbours_second", ()):
-                done += 1
-                if min(n, n_present - 1) in tried:
+                if min(n, n_present - 1) in planned:
                     continue
-                p = InterventionParams.from_dict({**winner["params"], "neighbours": int(n)})
-                rec = run(p, 2)
-                curves[key].append(rec)
-                tried[min(n, n_present - 1)] = rec
-                if progress is not None:
-                    progress.set_progress(done, total)
-            winner = min(tried.values(), key=_rank_key)
+                planned.add(min(n, n_present - 1))
+                second.append((key, int(n), InterventionParams.from_dict(
+                    {**winners[key]["params"], "neighbours": int(n)})))
+    done_second = 0
+    for (key, n, _), rec in zip(second, run_all([(p, 2) for *_, p in second]), strict=True):
+        curves[key].append(rec)
+        tried_by[key][min(n, n_present - 1)] = rec
+        done_second += 1
+        if progress is not None:
+            progress.set_progress(done + done_second, total)
+    best = []
+    for types in combos:
+        key = _combo_key(types)
+        tried = tried_by[key]
+        winner = min(tried.values(), key=_rank_key) if _uses_neighbours(types) else winners[key]
         best.append(
             {
                 "types": list(types),
@@ -422,7 +511,8 @@ def dry_run(
                 "max_f1": winner["max_f1"],
                 "iterations_to_max": winner["iterations_to_max"],
                 "neighbours_scores": {
-                    str(n): [r["max_f1"], r["iterations_to_max"]] for n, r in sorted(tried.items())
+                    str(n): [r["max_f1"], r["iterations_to_max"]]
+                    for n, r in sorted(tried.items())
                 },
             }
         )
@@ -435,7 +525,7 @@ def dry_run(
         "settings": {
             "grid": grid if isinstance(grid, str) else "custom",
             "iterations": int(iterations),
-            "folds": int(folds),
+            "folds": int(shared["folds"]),
             "seed": int(seed),
             "n_samples": int(X.shape[0]),
             "dim": int(X.shape[1]),

@@ -24,6 +24,7 @@ import numpy as np
 from hemalens.engine.embed.dryrun import dry_run, load_embeddings_npz, plot_dry_run, table_i
 from hemalens.engine.embed.interventions import TYPES
 from hemalens.engine.jobs import Progress
+from hemalens.engine.scaleout import Cluster
 
 __all__ = ["dry_run_file", "type_combinations"]
 
@@ -80,6 +81,7 @@ def dry_run_file(
     out_dir: str | Path | None = None,
     seed: int = 0,
     progress: Progress | None = None,
+    cluster: Cluster | None = None,
 ) -> dict[str, Any]:
     """Run the dry-run analysis on the embedding in ``path``.
 
@@ -90,7 +92,7 @@ def dry_run_file(
         ``groups``.
     types : sequence of str
         Intervention types whose combinations (:func:`type_combinations`) are analysed.
-    iterations, grid, folds, seed, progress
+    iterations, grid, folds, seed, progress, cluster
         As for :func:`hemalens.engine.embed.dryrun.dry_run`.
     out_dir : str or Path, optional
         Where ``dry_run_curves.png``, ``table_i.md`` and ``dry_run.json`` go.
@@ -112,7 +114,7 @@ def dry_run_file(
     X, y, groups, source = _load(path)
     combos = type_combinations(types)
     result = dry_run(X, y, groups, combos, grid=grid, iterations=iterations, folds=folds,
-                     seed=seed, progress=progress)
+                     seed=seed, progress=progress, cluster=cluster)
     summary: dict[str, Any] = {k: v for k, v in result.items() if k != "curves"}
     summary.update(source=source, cells=int(X.shape[0]), dim=int(X.shape[1]),
                    combinations=[list(c) for c in combos], files=[])

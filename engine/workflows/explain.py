@@ -26,12 +26,77 @@ from hemalens.engine.models.store import load_model
 from hemalens.engine.project import Project
 from hemalens.engine.project.model_index import model_info
 from hemalens.engine.review import read_predictions
+from hemalens.engine.scaleout import Cluster, open_executor
 
 __all__ = ["explain_meta", "explain_project", "select_cells"]
 
-#: Cells explained per model call and per atomic save: a save copies the project, so
-#: saving per cell would dominate; a cancelled job keeps every finished chunk.
-CHUNK = 512
+#: Cells explained per task and per save (an append-only segment of the cache): small
+#: enough that two workers share a review queue and a cancel loses little (LIME: ~0.1 s
+#: per cell), large enough that saves stay rare; a cancelled job keeps every finished chunk.
+CHUNK = 128
+
+_MODELS: dict[tuple[str, str, str], tuple[Any, dict[str, Any]]] = {}
+
+
+def _cached_model(project_path: str, name: str, created: str) -> tuple[Any, dict[str, Any]]:
+    """Return the model, loaded once per process (again when the model is replaced)."""
+    key = (project_path, name, created)
+    if key not in _MODELS:
+        _MODELS.clear()
+        _MODELS[key] = load_model(project_path, name)
+    return _MODELS[key]
+
+
+def explain_chunk(
+    project_path: str, name: str, created: str, method: str, ids: np.ndarray,
+    targets: np.ndarray | None, seed: int, mc_passes: int,
+    progress: Progress | None = None,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Explain one chunk of cells: the unit of work of :func:`explain_project`.
+
+    Runs in-process or on a Dask worker; it reads the model and the patches itself and
+    returns the maps (the driver writes them). A cell's map depends on its patch, target
+    and seed only, not on where it ran.
+
+    Parameters
+    ----------
+    project_path : str
+        The project (readable at this path where the chunk runs).
+    name, created : str
+        The model and its creation time.
+    method : str
+        Explanation method.
+    ids : numpy.ndarray
+        Cell ids.
+    targets : numpy.ndarray or None
+        Class per cell (None: the model's eval-mode prediction).
+    seed, mc_passes
+        As for :func:`explain_project`.
+    progress : Progress, optional
+        Cancellation only.
+
+    Returns
+    -------
+    (maps, targets, seconds)
+    """
+    import torch
+
+    model, _ = _cached_model(project_path, name, created)
+    with Project.open(project_path) as project:
+        patches = project.images(ids)
+    probs_fn = _mc_mean_probs(model, mc_passes, seed) if mc_passes else None
+    # Gradients summed by several threads differ in the last bits from one thread's (a Dask
+    # worker has one): one thread everywhere keeps the maps bit-identical. LIME only runs
+    # forward passes, which agree across thread counts.
+    threads = torch.get_num_threads()
+    if method != "lime":
+        torch.set_num_threads(1)
+    try:
+        result = explain_cells(model, patches, method, targets=targets, seed=seed,
+                               probs_fn=probs_fn, progress=progress)
+    finally:
+        torch.set_num_threads(threads)
+    return result.maps, result.targets, result.seconds
 
 
 def _model_codes(project: Project, classes: Sequence[str]) -> np.ndarray:
@@ -126,6 +191,8 @@ def explain_project(
     png_dir: str | Path | None = None,
     force: bool = False,
     progress: Progress | None = None,
+    cluster: Cluster | None = None,
+    chunk: int = CHUNK,
 ) -> dict[str, Any]:
     """Compute and store explanation maps for cells of a project.
 
@@ -155,6 +222,11 @@ def explain_project(
         Recompute cells whose maps are cached.
     progress : Progress, optional
         Progress over cells; cancelling keeps every chunk already saved.
+    cluster : Cluster, optional
+        Where the chunks run (:mod:`hemalens.engine.scaleout`); default in-process. The
+        maps are identical whichever runs them; only this process writes the project.
+    chunk : int
+        Cells per task and per save.
 
     Returns
     -------
@@ -174,60 +246,68 @@ def explain_project(
     if mc_passes < 0 or (mc_passes and method != "lime"):
         raise ValueError(f"MC-dropout passes apply to LIME only (got {mc_passes} for {method})")
     t0 = time.perf_counter()
-    model, meta = load_model(project_path, model_name)
-    name, created = meta["name"], str(meta["created"])
-    ids = select_cells(project_path, cells, model_name=name)
-    settings: dict[str, Any] = {"seed": seed}
-    probs_fn = None
-    if mc_passes:
-        settings["mc_passes"] = mc_passes
-        probs_fn = _mc_mean_probs(model, mc_passes, seed)
-    classes = list(meta["class_names"])
-    if target is not None:
-        if target not in classes:
-            raise ValueError(f"unknown class {target!r}; the model's classes are "
-                             f"{', '.join(classes)}")
-        settings["target"] = target
-        n_cells = int(ids.max()) + 1 if len(ids) else 0
-        targets_all: np.ndarray | None = np.full(n_cells, classes.index(target), np.int64)
-    else:
-        found = read_predictions(project_path, name)
-        targets_all = found[0]["predicted"].astype(np.int64) if found is not None else None
-    cached = cached_cells(project_path, name, method, created, settings=settings)
-    todo = ids if force else np.setdiff1d(ids, cached)
-    compute_s = 0.0
-    done = 0
-    with Project.open(project_path) as project:
-        for start in range(0, len(todo), CHUNK):
-            checkpoint(progress)
-            chunk = todo[start:start + CHUNK]
-            patches = project.images(chunk)
+    # reach the cluster first: an unreachable scheduler fails before any work
+    with open_executor(cluster) as executor:
+        model, meta = load_model(project_path, model_name)
+        name, created = meta["name"], str(meta["created"])
+        ids = select_cells(project_path, cells, model_name=name)
+        settings: dict[str, Any] = {"seed": seed}
+        if mc_passes:
+            settings["mc_passes"] = mc_passes
+        classes = list(meta["class_names"])
+        if target is not None:
+            if target not in classes:
+                raise ValueError(f"unknown class {target!r}; the model's classes are "
+                                 f"{', '.join(classes)}")
+            settings["target"] = target
+            n_cells = int(ids.max()) + 1 if len(ids) else 0
+            targets_all: np.ndarray | None = np.full(n_cells, classes.index(target), np.int64)
+        else:
+            found = read_predictions(project_path, name)
+            targets_all = found[0]["predicted"].astype(np.int64) if found is not None else None
+        cached = cached_cells(project_path, name, method, created, settings=settings)
+        todo = ids if force else np.setdiff1d(ids, cached)
+        with Project.open(project_path) as project:
+            path = str(Path(project.paths.root).resolve())  # workers open it by this path
+        _MODELS.clear()  # in-process chunks use this copy; workers load their own
+        _MODELS[(path, name, created)] = (model, meta)
+        tasks = []
+        for start in range(0, len(todo), chunk):
+            ids_chunk = todo[start:start + chunk]
             targets = None
-            if targets_all is not None and np.all(targets_all[chunk] >= 0):
-                targets = targets_all[chunk]
-            sub = SubProgress(progress, done / len(todo), len(chunk) / len(todo))
-            result = explain_cells(model, patches, method, targets=targets, seed=seed,
-                                   probs_fn=probs_fn, progress=sub)
-            compute_s += result.seconds
-            write_explanations(project_path, name, method, chunk, result.maps, result.targets,
+            if targets_all is not None and np.all(targets_all[ids_chunk] >= 0):
+                targets = targets_all[ids_chunk]
+            tasks.append((path, name, created, method, ids_chunk, targets, seed, mc_passes))
+        compute_s = 0.0
+        done = 0
+        if progress is not None:
+            progress.set_status(f"{method}: explaining {len(todo)} cell(s) "
+                                f"({executor.cluster.describe()})")
+            progress.set_progress(0, len(todo))
+        for task, (maps, targets, seconds) in zip(
+                tasks, executor.map(explain_chunk, tasks, progress=progress, pass_cancel=True),
+                strict=True):
+            compute_s += seconds
+            write_explanations(project_path, name, method, task[4], maps, targets,
                                model_created=created, settings=settings)
-            done += len(chunk)
-            sub.set_progress(1, 1)
-    files: list[str] = []
-    if png_dir is not None:
-        files = _write_pngs(project_path, name, method, created, settings, ids, classes,
-                            Path(png_dir))
-    return {
-        "method": method,
-        "model": name,
-        "target": target or "predicted",
-        "files": files,
-        "cells": int(len(ids)),
-        "computed": int(len(todo)),
-        "cached": int(len(ids) - len(todo)),
-        "seconds": round(time.perf_counter() - t0, 3),
-        "per_cell_ms": round(1000 * compute_s / len(todo), 3) if len(todo) else float("nan"),
-    }
+            done += len(task[4])
+            if progress is not None:
+                progress.set_progress(done, len(todo))
+        files: list[str] = []
+        if png_dir is not None:
+            files = _write_pngs(project_path, name, method, created, settings, ids, classes,
+                                Path(png_dir))
+        return {
+            "method": method,
+            "model": name,
+            "target": target or "predicted",
+            "files": files,
+            "cells": int(len(ids)),
+            "computed": int(len(todo)),
+            "cached": int(len(ids) - len(todo)),
+            "seconds": round(time.perf_counter() - t0, 3),
+            "per_cell_ms": round(1000 * compute_s / len(todo), 3) if len(todo) else float("nan"),
+        }
 
 
 def explain_meta(
@@ -238,6 +318,7 @@ def explain_meta(
     model_name: str | None = None,
     seed: int = 0,
     progress: Progress | None = None,
+    cluster: Cluster | None = None,
 ) -> dict[str, Any]:
     """Meta-explanations (paper 1, §4.4): aggregation by label x confidence, clustering.
 
@@ -250,7 +331,7 @@ def explain_meta(
         calibrated confidence places each cell in one of six confidence bins.
     out_dir : str or Path
         Where ``meta_grid.png``, ``clusters.png`` and ``meta.json`` go.
-    method, model_name, seed, progress
+    method, model_name, seed, progress, cluster
         As for :func:`explain_project`.
 
     Returns
@@ -278,7 +359,7 @@ def explain_meta(
         raise ProjectError(project_path, f"has {len(ids)} labelled QC-passed cells; "
                            "meta-explanations need at least 4")
     explain_project(project_path, method, cells=ids.tolist(), model_name=name, seed=seed,
-                    progress=SubProgress(progress, 0.0, 0.8, "explaining"))
+                    progress=SubProgress(progress, 0.0, 0.8, "explaining"), cluster=cluster)
     checkpoint(progress)
     maps, _, computed = read_explanations(project_path, name, method, ids, model_created=created,
                                           settings={"seed": seed})

@@ -171,3 +171,40 @@ def test_manifest_hologram_row_with_background(holo_files):
         ph = src.read(0)
     obj = OBJECTS[0]
     assert np.sqrt(np.mean((ph - obj)[_interior(obj)] ** 2)) < 0.1
+
+
+def _wrap(phase):
+    return np.angle(np.exp(1j * phase))
+
+
+def test_local_unwrap_recovers_thick_cells_and_leaves_thin_ones_alone():
+    from skimage.restoration import unwrap_phase
+
+    from hemalens.engine.io.hologram import phase_jumps, unwrap_local
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:200, 0:260].astype(float)
+    phase = rng.normal(0, 0.05, yy.shape)
+    for cy, cx, r, peak in ((50, 60, 18, 7.5), (140, 180, 15, 2.0), (60, 75, 12, 4.5),
+                            (150, 40, 20, 9.0)):
+        phase += peak * np.sqrt(np.clip(1 - ((yy - cy) ** 2 + (xx - cx) ** 2) / r**2, 0, None))
+    wrapped = _wrap(phase)
+    assert phase_jumps(wrapped).any()
+    local = unwrap_local(wrapped)
+    assert np.allclose(local, phase, atol=1e-9)  # background stays at its wrapped values
+    whole = unwrap_phase(wrapped)
+    whole -= 2 * np.pi * np.round(np.median(whole - wrapped) / (2 * np.pi))
+    assert np.allclose(local, whole, atol=1e-9)
+    thin = rng.normal(0, 0.05, yy.shape)
+    assert np.array_equal(unwrap_local(thin), thin)  # nothing to unwrap: untouched
+
+
+def test_local_unwrap_falls_back_to_the_whole_frame_for_a_wrapping_background():
+    from skimage.restoration import unwrap_phase
+
+    from hemalens.engine.io.hologram import unwrap_local
+
+    yy, xx = np.mgrid[0:120, 0:160].astype(float)
+    ramp = 0.4 * xx  # wraps every ~16 px across the frame
+    wrapped = _wrap(ramp)
+    assert np.array_equal(unwrap_local(wrapped), unwrap_phase(wrapped))
