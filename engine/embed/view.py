@@ -490,6 +490,7 @@ def intervention_preview(
     folds: int = 3,
     max_points: int = 3000,
     seed: int = 0,
+    renormalise: str = "off",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Apply automatic interventions to a 2-D map step by step (the view's dry run).
@@ -520,13 +521,18 @@ def intervention_preview(
         The SVMs score a seeded random subset of at most this many cells.
     seed : int
         Seeds the folds, the subset and the SVM search.
+    renormalise : str
+        Shift renormalisation (see ``compute_interventions``); ``"off"`` keeps the moved
+        cells in the scale of the rest of the map.
     progress : Progress, optional
         Reports and cancel.
 
     Returns
     -------
     dict
-        ``f1`` (per iteration, iteration 0 first), ``points`` (the final positions).
+        ``f1`` (per iteration, iteration 0 first), ``points`` (the final positions),
+        ``region_folds`` (False when the cells came from fewer regions than folds and
+        the folds split cells instead).
     """
     from hemalens.engine.embed.folds import region_folds
     from hemalens.engine.embed.interventions import InterventionParams, iter_interventions
@@ -540,7 +546,10 @@ def intervention_preview(
     rng = np.random.default_rng(seed)
     sub = np.sort(rng.choice(len(y), max_points, replace=False)) if len(y) > max_points \
         else np.arange(len(y))
-    splits = region_folds(y[sub], groups[sub], folds, seed=seed)
+    by_region = np.unique(groups[sub]).size >= folds
+    # too few regions (one slide): cell-wise folds, said so in the result
+    splits = region_folds(y[sub], groups[sub] if by_region else np.arange(sub.size), folds,
+                          seed=seed)
     svms = []
     for sp in splits:
         tr = sub[np.asarray(sp.train)]
@@ -564,7 +573,8 @@ def intervention_preview(
                       "f1": f1[0]})
     current = xy
     emb = np.empty_like(xy)
-    for st in iter_interventions(xy, y, params, iterations, rng=seed):
+    for st in iter_interventions(xy, y, params, iterations, rng=seed,
+                                 renormalise=renormalise):
         checkpoint(progress)
         current = st.embedding(out=emb).copy()
         f1.append(score(current))
@@ -572,4 +582,4 @@ def intervention_preview(
                           "points": current.astype(np.float32), "f1": f1[-1]})
         if progress is not None:
             progress.set_progress(len(f1) - 1, iterations)
-    return {"f1": f1, "points": current}
+    return {"f1": f1, "points": current, "region_folds": bool(by_region)}
