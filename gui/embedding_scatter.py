@@ -148,7 +148,10 @@ class MapPlot(pg.PlotWidget):
         self.colours = np.zeros((0, 4), np.ubyte)
         self.selected = np.zeros(0, bool)
         self._draw_order = np.zeros(0, np.int64)
-        self._xyo = self.xy
+        self._xo = self._yo = np.zeros(0, np.float32)
+        self._colo = np.zeros(0, np.uint32)
+        self._selo = np.zeros(0, bool)
+        self._hold = False
         self.items: list[pg.ScatterPlotItem] = []
         self.image = pg.ImageItem()
         self.image.setZValue(1)
@@ -190,25 +193,39 @@ class MapPlot(pg.PlotWidget):
             Fit the view to the points.
         """
         self.xy = np.asarray(xy, np.float64)
-        self.selected = np.zeros(len(self.xy), bool)
         # a fixed random drawing order: no category hides another in the density image
         self._draw_order = np.random.default_rng(0).permutation(len(self.xy))
-        self._xyo = self.xy[self._draw_order]
-        self.set_colours(cat, colours, redraw=False)
-        if autorange:
-            self.fit()
+        self._place()
+        self.selected = np.zeros(len(self.xy), bool)
+        self._selo = self.selected
+        self._hold = True
+        try:
+            self.set_colours(cat, colours, redraw=False)
+            if autorange:
+                self.fit()
+        finally:
+            self._hold = False
         self.redraw()
+
+    def _place(self) -> None:
+        """Keep float32 copies of x and y in drawing order (what a redraw scans)."""
+        xyo = self.xy[self._draw_order].astype(np.float32)
+        self._xo, self._yo = np.ascontiguousarray(xyo[:, 0]), np.ascontiguousarray(xyo[:, 1])
 
     def move_points(self, xy: np.ndarray) -> None:
         """Change the positions (same points, same colours), keeping the view."""
         self.xy = np.asarray(xy, np.float64)
-        self._xyo = self.xy[self._draw_order]
+        self._place()
         self.redraw()
 
     def set_colours(self, cat: np.ndarray, colours: np.ndarray, *, redraw: bool = True) -> None:
         """Change the colour categories of the points."""
         self.cat = np.asarray(cat, np.int64)
-        self.colours = np.asarray(colours, np.ubyte).reshape(-1, 4)
+        self.colours = np.ascontiguousarray(np.asarray(colours, np.ubyte).reshape(-1, 4))
+        packed = self.colours.view(np.uint32).reshape(-1) if len(self.colours) else \
+            np.zeros(1, np.uint32)
+        self._colo = packed[self.cat[self._draw_order]] if self.cat.size else \
+            np.zeros(0, np.uint32)
         for item in self.items:
             self.vb.removeItem(item)
         self.items = []
@@ -224,7 +241,10 @@ class MapPlot(pg.PlotWidget):
     def set_selected(self, mask: np.ndarray) -> None:
         """Mark the selected points (bool mask over the points)."""
         self.selected = np.asarray(mask, bool)
-        self.redraw()
+        self._selo = self.selected[self._draw_order] if self.selected.size == len(self.xy) \
+            else np.zeros(len(self.xy), bool)
+        if len(self.xy) and not self._hold:
+            self._draw_selection(self._visible_mask())  # the points themselves did not change
 
     def fit(self) -> None:
         """Fit the view to the points."""
@@ -258,15 +278,19 @@ class MapPlot(pg.PlotWidget):
             self.live.setData(shown[:, 0], shown[:, 1])
 
     # -- drawing ----------------------------------------------------------------------------
+    def _visible_mask(self) -> np.ndarray:
+        (x0, x1), (y0, y1) = self.vb.viewRange()
+        xo, yo = self._xo, self._yo
+        return (xo >= x0) & (xo <= x1) & (yo >= y0) & (yo <= y1)
+
     def visible(self) -> np.ndarray:
         """Return the indices of the points inside the visible range (in drawing order)."""
-        (x0, x1), (y0, y1) = self.vb.viewRange()
-        xy = self._xyo
-        inside = (xy[:, 0] >= x0) & (xy[:, 0] <= x1) & (xy[:, 1] >= y0) & (xy[:, 1] <= y1)
-        return self._draw_order[inside]
+        return self._draw_order[self._visible_mask()]
 
     def redraw(self, *_args: Any) -> None:
         """Draw the visible points as dots or as a density image (see the module doc)."""
+        if self._hold:
+            return
         if len(self.xy) == 0:
             for item in self.items:
                 item.setData([], [])
@@ -275,11 +299,12 @@ class MapPlot(pg.PlotWidget):
             self.sel_dots.setData([], [])
             self.mode = "empty"
             return
-        vis = self.visible()
-        sel_vis = vis[self.selected[vis]] if self.selected.size == len(self.xy) else vis[:0]
-        if vis.size <= SCATTER_MAX:
+        m = self._visible_mask()
+        n_vis = int(np.count_nonzero(m))
+        if n_vis <= SCATTER_MAX:
             self.mode = "scatter"
             self.image.hide()
+            vis = self._draw_order[m]
             cat = self.cat[vis]
             order = np.argsort(cat, kind="stable")
             bounds = np.searchsorted(cat[order], np.arange(len(self.items) + 1))
@@ -291,40 +316,45 @@ class MapPlot(pg.PlotWidget):
             self.mode = "density"
             for item in self.items:
                 item.hide()
-            self._density(vis)
+            self._density(self._xo[m], self._yo[m], self._colo[m], self.image)
             self.image.show()
-        if sel_vis.size <= SELECTION_DOTS_MAX:
+        self._draw_selection(m)
+
+    def _draw_selection(self, m: np.ndarray) -> None:
+        """Draw the selected visible points (``m``: visible mask in drawing order)."""
+        sm = m & self._selo if self._selo.size == m.size else m & False
+        n_sel = int(np.count_nonzero(sm))
+        if n_sel <= SELECTION_DOTS_MAX:
             self.sel_image.hide()
-            self.sel_dots.setData(self.xy[sel_vis, 0], self.xy[sel_vis, 1])
+            rows = self._draw_order[sm]
+            self.sel_dots.setData(self.xy[rows, 0], self.xy[rows, 1])
         else:
             self.sel_dots.setData([], [])
-            self._density(sel_vis, highlight=True)
+            self._density(self._xo[sm], self._yo[sm], None, self.sel_image)
             self.sel_image.show()
 
-    def _grid(self) -> tuple[float, float, float, float, int, int]:
+    def _density(self, x: np.ndarray, y: np.ndarray, colour: np.ndarray | None,
+                 target: pg.ImageItem) -> None:
+        """Bin points into an image over the view (``colour`` None: the selection layer)."""
         (x0, x1), (y0, y1) = self.vb.viewRange()
         w = max(8, int(self.vb.width()) // 2)
         h = max(8, int(self.vb.height()) // 2)
-        return x0, x1, y0, y1, w, h
-
-    def _density(self, rows: np.ndarray, highlight: bool = False) -> None:
-        x0, x1, y0, y1, w, h = self._grid()
-        xy = self.xy[rows]
-        ix = np.clip(((xy[:, 0] - x0) * (w / max(x1 - x0, 1e-12))).astype(np.int64), 0, w - 1)
-        iy = np.clip(((xy[:, 1] - y0) * (h / max(y1 - y0, 1e-12))).astype(np.int64), 0, h - 1)
+        ix = ((x - x0) * np.float32(w / max(x1 - x0, 1e-12))).astype(np.int32)
+        iy = ((y - y0) * np.float32(h / max(y1 - y0, 1e-12))).astype(np.int32)
+        np.clip(ix, 0, w - 1, out=ix)
+        np.clip(iy, 0, h - 1, out=iy)
         row_major = pg.getConfigOption("imageAxisOrder") == "row-major"
         pix = iy * w + ix if row_major else ix * h + iy
         counts = np.bincount(pix, minlength=w * h)
-        rgba = np.zeros((w * h, 4), np.ubyte)
-        if highlight:
-            rgba[counts > 0] = (0, 0, 0, 200)
-            target = self.sel_image
+        filled = counts > 0
+        packed = np.zeros(w * h, np.uint32)
+        rgba = packed.view(np.ubyte).reshape(-1, 4)
+        if colour is None:
+            rgba[filled] = (0, 0, 0, 200)
         else:
-            rgba[pix] = self.colours[self.cat[rows]]  # the last drawn point of a bin wins
-            filled = counts > 0
+            packed[pix] = colour  # the last drawn point of a bin wins
             alpha = np.log1p(counts[filled]) / np.log1p(max(int(counts.max()), 1))
             rgba[filled, 3] = (90 + 165 * alpha).astype(np.ubyte)
-            target = self.image
         target.setImage(rgba.reshape((h, w, 4) if row_major else (w, h, 4)), autoLevels=False)
         target.setRect(QRectF(x0, y0, x1 - x0, y1 - y0))
 
