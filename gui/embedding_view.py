@@ -156,9 +156,12 @@ class EmbeddingView(QWidget):
     -------
     message(str)
         A one-line message for the status bar.
+    written()
+        A job of this view wrote an embedding model or a map into the project.
     """
 
     message = Signal(str)
+    written = Signal()
 
     def __init__(self, parent: QWidget | None = None,
                  undo_stack: QUndoStack | None = None) -> None:
@@ -767,6 +770,7 @@ class EmbeddingView(QWidget):
         self.compute_button.setEnabled(False)
 
         def done(r: dict[str, Any]) -> None:
+            self.written.emit()
             self._say(f"Mapped {r['cells']:,} cells by the {r['n_features']} features of "
                       f"{r['model']}")
             self.refresh_sources(prefer=f"features:{r['model']}", load=True)
@@ -826,6 +830,7 @@ class EmbeddingView(QWidget):
         from hemalens.engine.embed.view import set_active_embedding
 
         name = result["model"]
+        self.written.emit()
         try:
             set_active_embedding(self.project_path, name)
         except Exception as exc:

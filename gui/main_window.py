@@ -131,6 +131,8 @@ class MainWindow(QMainWindow):
         self.inspector.problem.connect(self.show_message)
         self.models.changed.connect(self._derived_written)
         self.embedding.message.connect(self.show_message)
+        self.embedding.written.connect(
+            lambda: self.bridge.note_derived_written() if self.bridge is not None else None)
         self._restore_settings()
         self._update_status()
 
