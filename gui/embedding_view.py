@@ -932,16 +932,21 @@ class EmbeddingView(QWidget):
         """Put the view in a representative state: a lasso selection and one PLI edit.
 
         Selects the cells of the largest class inside a polygon around its centre and
-        shifts them by a fifth of the map's width (an edit saved like any other).
+        shifts them by a fifth of the map's width (an edit saved like any other; Ctrl+Z
+        takes it back). A QPI project without a map gets its classifier's feature map
+        computed first, in the background: the call then returns False and
+        :attr:`map_job` is the job to wait for before calling again.
 
         Returns
         -------
         bool
-            False when there is no map to show.
+            Whether the view now shows the selection and the edit.
         """
         if self.map is None:
             self.refresh_sources(load=True)
         if self.map is None:
+            if not self._running(self.map_job):
+                self.compute_feature_map()
             return False
         self.set_tool("lasso")
         xy, labels = self.display_xy, self.session.labels[self.map.ids]
@@ -956,4 +961,4 @@ class EmbeddingView(QWidget):
         if self._editable() and self.selected_rows().size:
             width = float(np.ptp(xy[:, 0])) if len(xy) else 1.0
             self.shift((width / 5, 0.0))
-        return True
+        return bool(self.selected_rows().size) and bool(self.edit_list)
