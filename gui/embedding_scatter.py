@@ -33,7 +33,7 @@ SCATTER_MAX = 40_000
 #: Most selected points drawn as ringed dots (more: a density layer).
 SELECTION_DOTS_MAX = 40_000
 #: Most arrows of the PLI overlay drawn (a seeded sample beyond).
-ARROWS_MAX = 3000
+ARROWS_MAX = 500
 TOOLS = ("pan", "lasso", "rect", "edit")
 
 
@@ -160,8 +160,8 @@ class MapPlot(pg.PlotWidget):
         self.sel_dots = pg.ScatterPlotItem(pxMode=True, size=8, brush=None,
                                            pen=pg.mkPen((0, 0, 0), width=1.5))
         self.sel_dots.setZValue(4)
-        self.ghosts = pg.ScatterPlotItem(pxMode=True, size=5, pen=None,
-                                         brush=pg.mkBrush(150, 150, 150, 110))
+        self.ghosts = pg.ScatterPlotItem(pxMode=True, size=6, brush=None,
+                                         pen=pg.mkPen(120, 120, 120, 170, width=1))
         self.ghosts.setZValue(0.5)
         self.arrows = pg.PlotCurveItem(pen=pg.mkPen((90, 90, 90, 160), width=1),
                                        connect="pairs")
@@ -265,8 +265,17 @@ class MapPlot(pg.PlotWidget):
         rows = np.arange(len(old))
         if rows.size > ARROWS_MAX:
             rows = np.sort(np.random.default_rng(0).choice(rows.size, ARROWS_MAX, False))
-        seg = np.empty((rows.size * 2, 2))
-        seg[0::2], seg[1::2] = old[rows], new[rows]
+        a, b = old[rows], new[rows]
+        # the shaft and two barbs at the head (±25°, a sixth of the arrow's length)
+        back = (a - b) / 6.0
+        barbs = []
+        for angle in (np.radians(25), -np.radians(25)):
+            c, s_ = np.cos(angle), np.sin(angle)
+            barbs.append(b + back @ np.array([[c, s_], [-s_, c]]))
+        seg = np.empty((rows.size * 6, 2))
+        seg[0::6], seg[1::6] = a, b
+        seg[2::6], seg[3::6] = b, barbs[0]
+        seg[4::6], seg[5::6] = b, barbs[1]
         self.arrows.setData(seg[:, 0], seg[:, 1])
 
     def set_live(self, xy: np.ndarray | None) -> None:

@@ -932,7 +932,7 @@ class EmbeddingView(QWidget):
         """Put the view in a representative state: a lasso selection and one PLI edit.
 
         Selects the cells of the largest class inside a polygon around its centre and
-        shifts them by a fifth of the map's width (an edit saved like any other; Ctrl+Z
+        shifts them by an eighth of the map's width (an edit saved like any other; Ctrl+Z
         takes it back). A QPI project without a map gets its classifier's feature map
         computed first, in the background: the call then returns False and
         :attr:`map_job` is the job to wait for before calling again.
@@ -960,5 +960,6 @@ class EmbeddingView(QWidget):
         self.select_polygon(poly)
         if self._editable() and self.selected_rows().size:
             width = float(np.ptp(xy[:, 0])) if len(xy) else 1.0
-            self.shift((width / 5, 0.0))
+            self.shift((width / 8, width / 16))
+            self.plot.fit()
         return bool(self.selected_rows().size) and bool(self.edit_list)
