@@ -62,6 +62,9 @@ WHEEL_STEP = 0.1
 #: Button rotation, radians.
 ROTATE_STEP = math.radians(15)
 _GREY = (158, 158, 158, 200)
+#: Maps with more points read and write their PLI file in the background (JSON of every
+#: point: about 0.8 s at 100k points, 11 s at 1M on the 2-core machine).
+SYNC_PLI_MAX = 50_000
 
 
 # -- jobs (run in the worker; the engine imports torch there, never here) ----------------------
@@ -113,6 +116,21 @@ def compare_job(project: str, before: str | None, after: str, progress: Any = No
     changed = neighbourhood_changed(old.xy[ia], new.xy[ib])
     out["changed"], out["compared"] = int(changed.sum()), int(changed.size)
     return out
+
+
+def load_pli_job(path: str, progress: Any = None) -> Any:
+    """Read a PLI targets file (``PLISession.load``)."""
+    from hemalens.engine.embed.pli import PLISession
+
+    return PLISession.load(path)
+
+
+def save_pli_job(pli: Any, path: str, progress: Any = None) -> None:
+    """Write a PLI session's targets file, or remove it when there is no edit."""
+    if pli.edits:
+        pli.save(path)
+    else:
+        Path(path).unlink(missing_ok=True)
 
 
 class PLIEditsCommand(QUndoCommand):
@@ -179,6 +197,9 @@ class EmbeddingView(QWidget):
         self.preview_job_: Job | None = None
         self.map_job: Job | None = None
         self.compare_job_: Job | None = None
+        self.pli_job: Job | None = None
+        self.save_job: Job | None = None
+        self._pending_save: tuple[Any, str] | None = None
         self.preview_frames: list[dict[str, Any]] = []
         self._wheel_merge = 0
         self._thumbs: Any = None
@@ -584,25 +605,71 @@ class EmbeddingView(QWidget):
         return pli_path(self.project_path, key or self.map.key)
 
     def _load_pli(self) -> None:
-        from hemalens.engine.embed.pli import PLISession
-
+        """Restore the map's saved edits (in the background for large maps)."""
         self.pli = None
+        self.edits.show_edits(())
         path = self._pli_file()
-        if path.exists():
+        if not path.exists():
+            return
+        if self.map.ids.size <= SYNC_PLI_MAX:
             try:
-                pli = PLISession.load(path)
+                self._restore_pli(load_pli_job(str(path)), self.map.key)
             except Exception as exc:
                 self._say(f"PLI edits not restored — {one_line_message(exc)}")
-            else:
-                same = (pli.cell_ids.shape == self.map.ids.shape
-                        and np.array_equal(pli.cell_ids, self.map.ids)
-                        and np.allclose(pli.points, self.map.xy, atol=1e-6))
-                if same:
-                    self.pli = pli
-                else:
-                    self._say(f"{path}: the edits belong to another version of this map; "
-                              "they are not shown")
-        self.edits.show_edits(self.pli.edits if self.pli is not None else ())
+            return
+        key = self.map.key
+        self._say(f"Reading the PLI edits of {key.partition(':')[2]}…")
+        self.pli_job = start_job(load_pli_job, str(path), title="Reading PLI edits",
+                                 parent=self, show_dialog=False, transient=True,
+                                 show_errors=False,
+                                 on_result=lambda pli: self._restore_pli(pli, key),
+                                 on_error=lambda exc: self._say(
+                                     f"PLI edits not restored — {one_line_message(exc)}"))
+
+    def _restore_pli(self, pli: Any, key: str) -> None:
+        if self.map is None or self.map.key != key:
+            return
+        same = (pli.cell_ids.shape == self.map.ids.shape
+                and np.array_equal(pli.cell_ids, self.map.ids)
+                and np.allclose(pli.points, self.map.xy, atol=1e-6))
+        if not same:
+            self._say(f"{self._pli_file()}: the edits belong to another version of this "
+                      "map; they are not shown")
+            return
+        self.pli = pli
+        self.display_xy = self._edited_xy()
+        self.plot.move_points(self.display_xy)
+        self._show_overlay()
+        self.edits.show_edits(self.pli.edits)
+        self._enable()
+
+    def _save_pli(self) -> None:
+        """Write the edits (in the background for large maps; saves never overlap)."""
+        path = self._pli_file()
+        snapshot = self.pli
+        if self.map.ids.size <= SYNC_PLI_MAX:
+            try:
+                save_pli_job(snapshot, str(path))
+            except Exception as exc:
+                self._say(f"Cannot save the edits: {one_line_message(exc)}")
+            return
+        self._pending_save = (snapshot, str(path))
+        if not self._running(self.save_job):
+            self._next_save()
+
+    def _next_save(self) -> None:
+        if self._pending_save is None:
+            return
+        snapshot, path = self._pending_save
+        self._pending_save = None
+        self.save_job = start_job(save_pli_job, snapshot, path, title="Saving PLI edits",
+                                  parent=self, show_dialog=False, transient=False)
+        self.save_job.ended.connect(lambda _state: self._next_save())
+
+    @property
+    def saving(self) -> bool:
+        """Whether edits are still being written."""
+        return self._running(self.save_job) or self._pending_save is not None
 
     def _edited_xy(self) -> np.ndarray:
         if self.pli is None or not self.pli.edits:
@@ -630,18 +697,8 @@ class EmbeddingView(QWidget):
             return
         if self.pli is None:
             self.pli = PLISession(self.map.xy, self.map.ids)
-        for _ in range(len(self.pli.edits)):
-            self.pli.undo()
-        for e in edits:
-            self.pli.add(e)
-        path = self._pli_file()
-        try:
-            if edits:
-                self.pli.save(path)
-            elif path.exists():
-                path.unlink()
-        except Exception as exc:
-            self._say(f"Cannot save the edits: {one_line_message(exc)}")
+        self.pli = self.pli.with_edits(edits)  # a save in progress keeps its own session
+        self._save_pli()
         self.display_xy = self._edited_xy()
         self.plot.move_points(self.display_xy)
         self._show_overlay()

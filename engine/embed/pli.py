@@ -205,7 +205,7 @@ class PLISession:
             raise ValueError("cell_ids must be unique")
         self.points = _frozen(points)
         self.cell_ids = _frozen(ids)
-        self._row = {int(c): i for i, c in enumerate(ids)}
+        self._row = dict(zip(ids.tolist(), range(len(ids)), strict=True))
         self._edits: list[PLIEdit] = []
 
     @property
@@ -249,6 +249,28 @@ class PLISession:
             raise TypeError(f"expected a PLIEdit, got {type(edit).__name__}")
         self.rows(edit)
         self._edits.append(edit)
+
+    def with_edits(self, edits: Any) -> PLISession:
+        """Return a session on the same map holding ``edits`` (this one is unchanged).
+
+        Cheap: the points, ids and their index are shared, not copied (they are
+        read-only), so a view can keep an older session for a background save.
+
+        Parameters
+        ----------
+        edits : iterable of PLIEdit
+            The edits of the new session, in order.
+
+        Returns
+        -------
+        PLISession
+        """
+        new = object.__new__(PLISession)
+        new.points, new.cell_ids, new._row = self.points, self.cell_ids, self._row
+        new._edits = []
+        for e in edits:
+            new.add(e)
+        return new
 
     def undo(self) -> PLIEdit | None:
         """Remove and return the last edit (``None`` when there is none)."""

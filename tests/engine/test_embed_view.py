@@ -73,3 +73,15 @@ def test_contract_edit_with_a_negative_factor_expands():
     assert np.allclose(new - c, 2 * (pts - c))
     with pytest.raises(ValueError, match="factor"):
         PLIEdit([1], "contract", factor=-3.5)
+
+
+def test_with_edits_leaves_the_original_session_alone():
+    from hemalens.engine.embed.pli import PLISession
+
+    s = PLISession(np.zeros((4, 2)), [10, 11, 12, 13])
+    s.add(PLIEdit([10], "shift", vector=(1, 0)))
+    t = s.with_edits([PLIEdit([11, 12], "shift", vector=(0, 2))])
+    assert len(s.edits) == 1 and s.targets()[1].tolist() == [True, False, False, False]
+    assert t.targets()[1].tolist() == [False, True, True, False]
+    with pytest.raises(ValueError, match="not in the map"):
+        s.with_edits([PLIEdit([99], "shift", vector=(1, 0))])

@@ -95,6 +95,9 @@ def test_lasso_selects_the_same_cells_in_the_gallery_and_back(win, embedded_proj
     cell = select_position(win, 3)
     assert np.flatnonzero(view.plot.selected).tolist() == [int(view.pos_of[cell])]
     assert not view.owns_selection
+    view.show_hover(int(view.pos_of[cell]))  # hover: the cell's thumbnail and id
+    assert view.hover.isVisible() and not view.hover.pixmap().isNull()
+    assert f"cell {cell}" in view.status.text()
 
 
 def test_bulk_relabel_from_the_view_is_undone_from_the_gallery(win, embedded_project):
@@ -149,6 +152,28 @@ def test_pli_drag_changes_stored_targets_and_survives_reopening(win, embedded_pr
     assert np.allclose(view.display_xy, shown)
     assert np.allclose(view.display_xy[view.pos_of[ids]], old + [3.0, 1.0])
     assert view.edits.list.count() == 1
+
+
+def test_pli_edits_of_large_maps_are_saved_and_read_in_the_background(
+        win, qtbot, embedded_project, monkeypatch):
+    from hemalens.engine.embed.pli import load_targets
+    from hemalens.gui import embedding_view
+
+    monkeypatch.setattr(embedding_view, "SYNC_PLI_MAX", 0)  # every map counts as large
+    assert win.open_project(embedded_project)
+    view = win.embedding
+    ids = view.select_polygon(circle((10, 0), 3.0))
+    view.shift((1.0, 0.0))
+    view.rotate(0.5)  # a second save while the first may still run: they queue
+    qtbot.waitUntil(lambda: not view.saving, timeout=10000)
+    cell_ids, _targets, mask = load_targets(view._pli_file())
+    assert set(cell_ids[mask]) == set(ids.tolist())
+    shown = view.display_xy.copy()
+    win.close_project()
+    assert win.open_project(embedded_project)
+    view = win.embedding
+    qtbot.waitUntil(lambda: len(view.edit_list) == 2, timeout=10000)
+    assert np.allclose(view.display_xy, shown) and np.allclose(view.plot.xy, shown)
 
 
 def test_preview_advances_and_stops(win, qtbot, embedded_project):
