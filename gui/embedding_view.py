@@ -125,6 +125,13 @@ def load_pli_job(path: str, progress: Any = None) -> Any:
     return PLISession.load(path)
 
 
+def new_pli_job(xy: np.ndarray, ids: np.ndarray, progress: Any = None) -> Any:
+    """Build an empty PLI session over a map (its id index takes seconds at 1M points)."""
+    from hemalens.engine.embed.pli import PLISession
+
+    return PLISession(xy, ids)
+
+
 def save_pli_job(pli: Any, path: str, progress: Any = None) -> None:
     """Write a PLI session's targets file, or remove it when there is no edit."""
     if pli.edits:
@@ -609,7 +616,13 @@ class EmbeddingView(QWidget):
         self.pli = None
         self.edits.show_edits(())
         path = self._pli_file()
+        key = self.map.key
         if not path.exists():
+            if self.map.ids.size > SYNC_PLI_MAX:  # ready before the first edit
+                self.pli_job = start_job(new_pli_job, self.map.xy, self.map.ids,
+                                         title="Preparing PLI edits", parent=self,
+                                         show_dialog=False, transient=True, show_errors=False,
+                                         on_result=lambda pli: self._prepared_pli(pli, key))
             return
         if self.map.ids.size <= SYNC_PLI_MAX:
             try:
@@ -617,7 +630,6 @@ class EmbeddingView(QWidget):
             except Exception as exc:
                 self._say(f"PLI edits not restored — {one_line_message(exc)}")
             return
-        key = self.map.key
         self._say(f"Reading the PLI edits of {key.partition(':')[2]}…")
         self.pli_job = start_job(load_pli_job, str(path), title="Reading PLI edits",
                                  parent=self, show_dialog=False, transient=True,
@@ -625,6 +637,10 @@ class EmbeddingView(QWidget):
                                  on_result=lambda pli: self._restore_pli(pli, key),
                                  on_error=lambda exc: self._say(
                                      f"PLI edits not restored — {one_line_message(exc)}"))
+
+    def _prepared_pli(self, pli: Any, key: str) -> None:
+        if self.map is not None and self.map.key == key and self.pli is None:
+            self.pli = pli
 
     def _restore_pli(self, pli: Any, key: str) -> None:
         if self.map is None or self.map.key != key:
