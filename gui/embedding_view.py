@@ -353,8 +353,7 @@ class EmbeddingView(QWidget):
         for s in self.sources:
             self.map_combo.addItem(s["label"], s["key"])
         self.map_combo.blockSignals(False)
-        active = next((s["name"] for s in self.sources
-                       if s["kind"] == "embedding" and s["label"].startswith("●")), None)
+        active = next((s["name"] for s in self.sources if s.get("active")), None)
         self.runs.show_runs(runs, active)
         has_features = any(s["kind"] == "features" for s in self.sources)
         self.compute_button.setVisible(has_features)

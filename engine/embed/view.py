@@ -185,7 +185,8 @@ def map_sources(project: Any) -> list[dict[str, Any]]:
     -------
     list of dict
         ``key``, ``kind`` (``embedding`` or ``features``), ``name``, ``label``,
-        ``ready`` (False: the classifier's feature map must be computed first), and for
+        ``ready`` (False: the classifier's feature map must be computed first),
+        ``active`` (the active embedding model), and for
         embedding models ``mean_f1``, ``loss``, ``types``, ``created``.
     """
     from hemalens.engine.project.model_index import active_model
@@ -198,8 +199,8 @@ def map_sources(project: Any) -> list[dict[str, Any]]:
         score = f" · test F1 {f1:.3f}" if isinstance(f1, (int, float)) else ""
         out.append({"key": f"embedding:{r['name']}", "kind": "embedding", "name": r["name"],
                     "label": f"{'● ' if r['name'] == act else ''}{r['name']}{score}",
-                    "ready": True, **{k: r.get(k) for k in ("mean_f1", "loss", "types",
-                                                             "created")}})
+                    "ready": True, "active": r["name"] == act,
+                    **{k: r.get(k) for k in ("mean_f1", "loss", "types", "created")}})
     out.sort(key=lambda s: s["name"] != act)
     clf = active_model(paths)
     if clf is not None:
@@ -207,7 +208,7 @@ def map_sources(project: Any) -> list[dict[str, Any]]:
         out.append({"key": f"features:{clf}", "kind": "features", "name": clf,
                     "label": f"Classifier features · {clf}" + ("" if ready else
                                                                " (not computed)"),
-                    "ready": ready})
+                    "ready": ready, "active": False})
     return out
 
 
