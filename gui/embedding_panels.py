@@ -328,12 +328,21 @@ class RunsPanel(QWidget):
 
     def show_comparison(self, result: dict[str, Any]) -> None:
         """Show the maps before and after a training side by side with their scores."""
+        colours = result.get("colours")
         for w, key in ((self.before, "before"), (self.after, "after")):
             w.clear()
-            xy = result.get(f"{key}_xy")
-            if xy is not None and len(xy):
+            xy, cat = result.get(f"{key}_xy"), result.get(f"{key}_cat")
+            if xy is None or not len(xy):
+                continue
+            if cat is None or colours is None:
                 w.addItem(pg.ScatterPlotItem(xy[:, 0], xy[:, 1], size=3, pen=None,
                                              brush=pg.mkBrush(0, 114, 178, 120)))
+                continue
+            for c, colour in enumerate(colours):  # one item per class: no per-point brushes
+                rows = cat == c
+                if rows.any():
+                    w.addItem(pg.ScatterPlotItem(xy[rows, 0], xy[rows, 1], size=3, pen=None,
+                                                 brush=pg.mkBrush(colour)))
         self.compare.setText(
             f"Test macro-F1: before {_num(result.get('before_f1'))}, after "
             f"{_num(result.get('after_f1'))}. {result.get('changed', 0):,} of "

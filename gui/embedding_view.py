@@ -102,12 +102,14 @@ def compare_job(project: str, before: str | None, after: str, progress: Any = No
     from hemalens.engine.embed.view import load_map, neighbourhood_changed
 
     new = load_map(project, after)
-    out: dict[str, Any] = {"after_xy": new.xy, "after_f1": new.meta.get("metrics", {}).get(
-        "mean_f1"), "before_xy": None, "before_f1": None, "changed": 0, "compared": 0}
+    out: dict[str, Any] = {"after_xy": new.xy, "after_ids": new.ids,
+                           "after_f1": new.meta.get("metrics", {}).get("mean_f1"),
+                           "before_xy": None, "before_ids": None, "before_f1": None,
+                           "changed": 0, "compared": 0}
     if before is None:
         return out
     old = load_map(project, before)
-    out["before_xy"] = old.xy
+    out["before_xy"], out["before_ids"] = old.xy, old.ids
     out["before_f1"] = old.meta.get("metrics", {}).get("mean_f1")
     common, ia, ib = np.intersect1d(old.ids, new.ids, return_indices=True)
     if common.size > 20000:  # a seeded sample keeps the comparison to seconds
@@ -913,7 +915,19 @@ class EmbeddingView(QWidget):
         self.compare_job_ = start_job(compare_job, self.project_path, before,
                                       f"embedding:{name}", title="Comparing the maps",
                                       parent=self, show_dialog=False, transient=True,
-                                      on_result=self.runs.show_comparison)
+                                      on_result=self._compared)
+
+    def _compared(self, result: dict[str, Any]) -> None:
+        """Show the before/after maps coloured by the cells' current labels."""
+        if self.session is not None:
+            k = len(self.session.classes)
+            for key in ("before", "after"):
+                ids = result.get(f"{key}_ids")
+                if ids is not None:
+                    lab = self.session.labels[ids].astype(np.int64)
+                    result[f"{key}_cat"] = np.where((lab >= 0) & (lab < k), lab, k)
+            result["colours"] = [class_colour(c) for c in range(k)] + [QColor(*_GREY)]
+        self.runs.show_comparison(result)
 
     def make_active(self, name: str | None) -> None:
         """Make an earlier run the active embedding and show its map."""

@@ -212,6 +212,7 @@ def test_tiny_retrain_completes_and_another_is_cancelled(win, qtbot, tmp_path):
     assert ended.args == ["done"], job.message
     assert view.runs.epochs and {"tml", "val_f1", "fold"} <= set(view.runs.epochs[-1])
     qtbot.waitUntil(lambda: "changed neighbourhood" in view.runs.compare.text(), timeout=20000)
+    assert len(view.runs.after.listDataItems()) >= 2  # the new map, one item per class
     names = [r["name"] for r in view.runs.rows]
     assert len(names) == 2 and view.map.key == f"embedding:{names[0]}"
     assert view.runs.rows[0]["pli"]
