@@ -298,3 +298,26 @@ def test_demo_state_selects_and_edits(win, embedded_project):
     assert win.embedding.demo_state()
     assert win.session.selection.size > 0 and len(win.embedding.edit_list) == 1
     win.undo_stack.undo()  # leave the project as it was
+
+
+def test_keys_in_the_map_relabel_but_digits_typed_in_a_field_do_not(win, qtbot,
+                                                                     embedded_project):
+    from PySide6.QtCore import Qt
+
+    assert win.open_project(embedded_project)
+    view, s = win.embedding, win.session
+    win.docks["embedding"].raise_()
+    ids = view.select_polygon(circle((0, 10), 3.0))
+    before = s.labels[ids].copy()
+    view.plot.setFocus()
+    qtbot.keyClick(view.plot, Qt.Key.Key_4)  # the gallery's key, on the map's selection
+    assert np.all(s.labels[ids] == 3)
+    qtbot.keyClick(view.plot, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert np.array_equal(s.labels[ids], before)
+    view.tabs.setCurrentWidget(view.interventions)
+    box = view.interventions.iterations
+    box.setFocus()
+    box.selectAll()
+    qtbot.keyClick(box.lineEdit(), Qt.Key.Key_4)
+    assert box.value() == 4
+    assert np.array_equal(s.labels[ids], before)
