@@ -36,6 +36,7 @@ from hemalens.engine import __version__
 from hemalens.engine.errors import HemaLensError
 from hemalens.gui.calibration_panel import CalibrationPanel
 from hemalens.gui.differential_panel import DifferentialPanel
+from hemalens.gui.embedding_view import EmbeddingView
 from hemalens.gui.gallery_panel import GalleryPanel
 from hemalens.gui.help_overlay import HelpOverlay
 from hemalens.gui.inspector import Inspector
@@ -96,6 +97,7 @@ class MainWindow(QMainWindow):
         self.differential = DifferentialPanel(self)
         self.calibration = CalibrationPanel(self)
         self.ood = OodPanel(self)
+        self.embedding = EmbeddingView(self, self.undo_stack)
 
         self.docks: dict[str, QDockWidget] = {}
         right = Qt.DockWidgetArea.RightDockWidgetArea
@@ -108,8 +110,9 @@ class MainWindow(QMainWindow):
         self._dock("calibration", "Calibration", self.calibration, bottom)
         self._dock("ood", "Out of distribution", self.ood, bottom)
         self._dock("jobs", "Jobs", self.jobs, bottom)
+        self._dock("embedding", "Embedding", self.embedding, bottom)
         self.tabifyDockWidget(self.docks["inspector"], self.docks["history"])
-        for name in ("calibration", "ood", "jobs"):
+        for name in ("calibration", "ood", "jobs", "embedding"):
             self.tabifyDockWidget(self.docks["differential"], self.docks[name])
         self.docks["inspector"].raise_()
         self.docks["differential"].raise_()
@@ -127,6 +130,9 @@ class MainWindow(QMainWindow):
         self.gallery.signoff_button.clicked.connect(self.sign_off)
         self.inspector.problem.connect(self.show_message)
         self.models.changed.connect(self._derived_written)
+        self.embedding.message.connect(self.show_message)
+        self.embedding.written.connect(
+            lambda: self.bridge.note_derived_written() if self.bridge is not None else None)
         self._restore_settings()
         self._update_status()
 
@@ -382,6 +388,7 @@ class MainWindow(QMainWindow):
         self.differential.set_session(session)
         self.calibration.set_session(session)
         self.ood.set_session(session)
+        self.embedding.set_session(session)
         if previous is not None and previous is not session:
             previous.close()
         if session is not None:
@@ -418,6 +425,7 @@ class MainWindow(QMainWindow):
         if self.inspector.cell in set(np.asarray(ids).tolist()):
             self.inspector.refresh()
         self.differential.cells_changed(ids)
+        self.embedding.cells_changed(ids)
         self._update_status()
 
     def _classes_changed(self) -> None:
@@ -430,11 +438,13 @@ class MainWindow(QMainWindow):
         self.inspector.refresh()
         self.differential.refresh()
         self.calibration.refresh()
+        self.embedding.predictions_changed()
 
     def _derived_changed(self) -> None:
         """Another program wrote models or predictions: show them."""
         self.models.refresh()
         self.inspector.explanation.reload_model()
+        self.embedding.refresh_sources()
         self.show_message("The project changed on disk (models or predictions): updated")
 
     def _derived_written(self) -> None:
@@ -449,6 +459,7 @@ class MainWindow(QMainWindow):
 
     def _selection_changed(self, ids: Any, source: Any) -> None:
         self.gallery.selection_changed(ids, source)
+        self.embedding.selection_changed(ids, source)
 
     def _view_changed(self, source: Any) -> None:
         if source is not self.gallery and source is not None:
@@ -458,6 +469,10 @@ class MainWindow(QMainWindow):
         self.inspector.show_cell(cell)
 
     def _targets(self) -> tuple[np.ndarray, Any]:
+        # a selection made in the embedding view: the keys act on all of it, nothing moves on
+        if self.embedding.owns_selection and self.session is not None \
+                and self.session.selection.size:
+            return self.session.selection, lambda _cells: None
         return self.gallery.targets(), self.gallery.advance
 
     def _context_menu(self, cell: int, where: Any) -> None:

@@ -32,7 +32,7 @@ def _derived_stamp(root: Path) -> tuple:
     """Return a cheap fingerprint of the derived files (names, sizes and mtimes)."""
     out = []
     derived = root / "derived"
-    for kind in ("models", "predictions"):
+    for kind in ("models", "predictions", "embeddings", "maps"):
         folder = derived / kind
         try:
             with os.scandir(folder) as entries:
@@ -63,7 +63,7 @@ class SessionBridge(QObject):
     viewChanged = Signal(object)  # source of the change
     selectionChanged = Signal(object, object)  # ids, source
     historyChanged = Signal()
-    derivedChanged = Signal()  # models or predictions written by another program
+    derivedChanged = Signal()  # models, predictions or maps written by another program
 
     def __init__(self, session: Any, parent: QObject | None = None) -> None:
         super().__init__(parent)

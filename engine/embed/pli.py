@@ -44,6 +44,8 @@ __all__ = ["KINDS", "PLIEdit", "PLISession", "load_targets", "pli_loss"]
 KINDS = ("shift", "contract", "rotate")
 FORMAT = "hemalens-pli-targets"
 VERSION = 1
+#: Most expansion of a "contract" edit: spread × (1 - factor) = × 4.
+MIN_FACTOR = -3.0
 _ATOL = 1e-6  # map units; stored targets must match the replayed edits this closely
 
 
@@ -67,8 +69,9 @@ class PLIEdit:
     vector : array-like, shape (2,)
         Shift in 2-D map units (``kind="shift"``).
     factor : float
-        Contraction in [0, 1] towards the selection centre: 0 leaves it, 1 puts every
-        selected cell on the centre (``kind="contract"``).
+        Contraction in [-3, 1] towards the selection centre: 0 leaves it, 1 puts every
+        selected cell on the centre, a negative factor expands the selection (-1 doubles
+        its spread) (``kind="contract"``).
     angle : float
         Counter-clockwise rotation in radians about the selection centre
         (``kind="rotate"``).
@@ -94,8 +97,8 @@ class PLIEdit:
             raise ValueError(f"shift vector must be 2 finite numbers, got {self.vector!r}")
         object.__setattr__(self, "vector", _frozen(vector))
         factor, angle = float(self.factor), float(self.angle)
-        if not 0.0 <= factor <= 1.0:
-            raise ValueError(f"contract factor must be in [0, 1], got {self.factor}")
+        if not MIN_FACTOR <= factor <= 1.0:
+            raise ValueError(f"contract factor must be in [{MIN_FACTOR:g}, 1], got {self.factor}")
         if not math.isfinite(angle):
             raise ValueError(f"rotation angle must be finite, got {self.angle}")
         object.__setattr__(self, "factor", factor)
@@ -202,7 +205,7 @@ class PLISession:
             raise ValueError("cell_ids must be unique")
         self.points = _frozen(points)
         self.cell_ids = _frozen(ids)
-        self._row = {int(c): i for i, c in enumerate(ids)}
+        self._row = dict(zip(ids.tolist(), range(len(ids)), strict=True))
         self._edits: list[PLIEdit] = []
 
     @property
@@ -246,6 +249,28 @@ class PLISession:
             raise TypeError(f"expected a PLIEdit, got {type(edit).__name__}")
         self.rows(edit)
         self._edits.append(edit)
+
+    def with_edits(self, edits: Any) -> PLISession:
+        """Return a session on the same map holding ``edits`` (this one is unchanged).
+
+        Cheap: the points, ids and their index are shared, not copied (they are
+        read-only), so a view can keep an older session for a background save.
+
+        Parameters
+        ----------
+        edits : iterable of PLIEdit
+            The edits of the new session, in order.
+
+        Returns
+        -------
+        PLISession
+        """
+        new = object.__new__(PLISession)
+        new.points, new.cell_ids, new._row = self.points, self.cell_ids, self._row
+        new._edits = []
+        for e in edits:
+            new.add(e)
+        return new
 
     def undo(self) -> PLIEdit | None:
         """Remove and return the last edit (``None`` when there is none)."""

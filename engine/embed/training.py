@@ -59,7 +59,7 @@ from hemalens.engine.embed.interventions import (
 from hemalens.engine.embed.network import EmbeddingNet, EmbeddingSpec, build_embedding_net
 from hemalens.engine.embed.svm import fit_svm, macro_f1
 from hemalens.engine.embed.triplet import MINING, TripletLoss
-from hemalens.engine.jobs import Progress, SubProgress, checkpoint
+from hemalens.engine.jobs import Progress, SubProgress, checkpoint, report
 from hemalens.engine.models.weights import state_to_arrays
 from hemalens.engine.train.loop import resolve_device, seeded_deterministic
 
@@ -537,6 +537,15 @@ def train_fold(
     return result
 
 
+class _FoldProgress(SubProgress):
+    """A fold's share of the job's progress; its reports carry the fold index."""
+
+    fold = 0
+
+    def report(self, record: dict) -> None:  # noqa: D102
+        super().report({"fold": self.fold, **record})
+
+
 class _CancelOnly:
     """Pass cancellation through, but keep a sub-step from moving the fold's progress bar."""
 
@@ -723,6 +732,7 @@ class _Fold:
                     best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
             rec["seconds"] = time.perf_counter() - t0
             history.append(rec)
+            report(self.progress, {"kind": "embed_epoch", **rec})  # live curves in the GUI
             if self.progress is not None:
                 self.progress.set_progress(epoch, cfg.epochs)
                 if rec["val_f1"] is not None:
@@ -806,7 +816,8 @@ def train_embedding(
     splits = region_folds(y, np.asarray(groups), folds, seed=cfg.seed)
     results: list[FoldResult] = []
     for i, split in enumerate(splits):
-        sub = SubProgress(progress, i / len(splits), 1 / len(splits), f"Fold {i + 1}/{folds}")
+        sub = _FoldProgress(progress, i / len(splits), 1 / len(splits), f"Fold {i + 1}/{folds}")
+        sub.fold = i
         results.append(train_fold(patches, y, split, cfg, pli_targets=pli_targets, progress=sub))
     test_fold = np.full(y.size, -1, np.int8)
     for i, split in enumerate(splits):

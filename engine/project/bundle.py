@@ -75,7 +75,7 @@ ANNOTATIONS_FILE = "annotations.sqlite"
 DERIVED_DIR = "derived"
 README_FILE = "README.txt"
 LOCK_FILE = ".lock"
-DERIVED_KINDS = ("models", "predictions", "explanations", "embeddings")
+DERIVED_KINDS = ("models", "predictions", "explanations", "embeddings", "maps")
 #: Longest wait for another writer's lock before giving up with a one-line error, s.
 LOCK_TIMEOUT_S = 120.0
 

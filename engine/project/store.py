@@ -693,8 +693,8 @@ This folder is one HemaLens project: copy, back up and share the folder as a who
                          /patches/raw, /labels/classes (class names; label codes index it)
   annotations.sqlite     SQLite: every label edit, the label history, review decisions
                          and sample sign-offs
-  derived/               models, predictions, explanations and embeddings (HDF5), each
-                         file replaced whole when recomputed
+  derived/               models, predictions, explanations, embeddings and 2-D maps
+                         (HDF5), each file replaced whole when recomputed
 
 The current label of a cell is /cells/original_label in cells.h5 unless the SQLite view
 current_labels lists the cell:

@@ -231,7 +231,8 @@ def embed_train_project(
     checkpoint(progress)
     save_embedding_model(
         path, name, net, embedding=emb, projection=proj, fold=fold,
-        class_names=data["class_names"], config=cfg.to_dict(),
+        class_names=data["class_names"],
+        config={**cfg.to_dict(), "pli_targets": pli is not None},
         metrics={k: summary[k] for k in ("folds", "mean_f1", "std_f1", "best_fold", "seconds")},
         history=res["history"],
     )

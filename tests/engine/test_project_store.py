@@ -259,7 +259,7 @@ def test_plain_hdf5_layout(tmp_path):
     marker = json.loads((path / "hemalens-project.json").read_text())
     assert marker["format"] == FILE_FORMAT and marker["schema_version"] == SCHEMA_VERSION
     assert sorted(q.name for q in (path / "derived").iterdir()) == [
-        "embeddings", "explanations", "models", "predictions"]
+        "embeddings", "explanations", "maps", "models", "predictions"]
     seen = []
     with h5py.File(path / "cells.h5", "r") as f:
         assert f["meta"].attrs["format"] == FILE_FORMAT
