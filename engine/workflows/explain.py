@@ -34,6 +34,38 @@ __all__ = ["explain_meta", "explain_project", "select_cells"]
 #: enough that two workers share a review queue and a cancel loses little (LIME: ~0.1 s
 #: per cell), large enough that saves stay rare; a cancelled job keeps every finished chunk.
 CHUNK = 128
+#: Work between two saves, seconds: a kill loses at most about this much. The first chunk
+#: (:data:`PROBE`) cells measures the per-cell cost; later chunks hold what fits in this
+#: time, at most ``chunk`` cells (a slow model on a slow machine saves more often).
+SAVE_EVERY_S = 30.0
+PROBE = 16
+
+
+def chunk_sizes(n: int, per_cell_s: float, cap: int, *, every_s: float = SAVE_EVERY_S,
+                floor: int = 4) -> list[int]:
+    """Split ``n`` cells into chunks of about ``every_s`` seconds of work each.
+
+    Parameters
+    ----------
+    n : int
+        Cells left.
+    per_cell_s : float
+        Measured seconds per cell (where it ran).
+    cap : int
+        Most cells per chunk.
+    every_s : float
+        Target seconds per chunk.
+    floor : int
+        Fewest cells per chunk (saves stay cheap against the work).
+
+    Returns
+    -------
+    list of int
+        Chunk sizes summing to ``n``.
+    """
+    size = cap if per_cell_s <= 0 else int(every_s / per_cell_s)
+    size = max(min(size, cap), min(floor, cap), 1)
+    return [min(size, n - k) for k in range(0, n, size)]
 
 _MODELS: dict[tuple[str, str, str], tuple[Any, dict[str, Any]]] = {}
 
@@ -226,7 +258,8 @@ def explain_project(
         Where the chunks run (:mod:`hemalens.engine.scaleout`); default in-process. The
         maps are identical whichever runs them; only this process writes the project.
     chunk : int
-        Cells per task and per save.
+        Most cells per task and per save; fewer when they would take more than
+        :data:`SAVE_EVERY_S` seconds (a kill loses at most about that much work).
 
     Returns
     -------
@@ -271,28 +304,45 @@ def explain_project(
             path = str(Path(project.paths.root).resolve())  # workers open it by this path
         _MODELS.clear()  # in-process chunks use this copy; workers load their own
         _MODELS[(path, name, created)] = (model, meta)
-        tasks = []
-        for start in range(0, len(todo), chunk):
-            ids_chunk = todo[start:start + chunk]
+
+        def task(ids_chunk: np.ndarray) -> tuple:
             targets = None
             if targets_all is not None and np.all(targets_all[ids_chunk] >= 0):
                 targets = targets_all[ids_chunk]
-            tasks.append((path, name, created, method, ids_chunk, targets, seed, mc_passes))
+            return (path, name, created, method, ids_chunk, targets, seed, mc_passes)
+
         compute_s = 0.0
         done = 0
         if progress is not None:
             progress.set_status(f"{method}: explaining {len(todo)} cell(s) "
                                 f"({executor.cluster.describe()})")
             progress.set_progress(0, len(todo))
-        for task, (maps, targets, seconds) in zip(
-                tasks, executor.map(explain_chunk, tasks, progress=progress, pass_cancel=True),
-                strict=True):
-            compute_s += seconds
-            write_explanations(project_path, name, method, task[4], maps, targets,
-                               model_created=created, settings=settings)
-            done += len(task[4])
-            if progress is not None:
-                progress.set_progress(done, len(todo))
+
+        def run(tasks: list[tuple]) -> float:
+            nonlocal compute_s, done
+            seconds_here = 0.0
+            for t, (maps, targets, seconds) in zip(
+                    tasks, executor.map(explain_chunk, tasks, progress=progress,
+                                        pass_cancel=True), strict=True):
+                compute_s += seconds
+                seconds_here += seconds
+                write_explanations(project_path, name, method, t[4], maps, targets,
+                                   model_created=created, settings=settings)
+                done += len(t[4])
+                if progress is not None:
+                    progress.set_progress(done, len(todo))
+            return seconds_here
+
+        # A small first chunk measures the cost per cell; the rest are sized so that a save
+        # follows every SAVE_EVERY_S seconds of work (at most `chunk` cells).
+        probe = todo[:min(PROBE, chunk, len(todo))]
+        per_cell = run([task(probe)]) / len(probe) if len(probe) else 0.0
+        rest = todo[len(probe):]
+        tasks, start = [], 0
+        for size in chunk_sizes(len(rest), per_cell, chunk, every_s=SAVE_EVERY_S):
+            tasks.append(task(rest[start:start + size]))
+            start += size
+        run(tasks)
         files: list[str] = []
         if png_dir is not None:
             files = _write_pngs(project_path, name, method, created, settings, ids, classes,

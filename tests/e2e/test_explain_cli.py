@@ -142,3 +142,45 @@ def test_any_class_on_request_and_png_export(predicted, tmp_path, capsys):
         assert Path(f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["explain", str(project), "--method", "saliency", "--target", "platelet"]) == 2
     assert "platelet" in capsys.readouterr().err
+
+
+def test_chunk_sizes_follow_the_time_between_saves():
+    from hemalens.engine.workflows.explain import chunk_sizes
+
+    assert chunk_sizes(1000, 0.1, 128) == [128] * 7 + [104]  # fast: capped by count
+    assert chunk_sizes(100, 1.0, 128, every_s=30) == [30, 30, 30, 10]  # slow: by time
+    assert chunk_sizes(10, 100.0, 128) == [4, 4, 2]  # very slow: the floor
+    assert chunk_sizes(0, 0.1, 128) == []
+    assert sum(chunk_sizes(12345, 0.037, 128)) == 12345
+
+
+def test_a_slow_explanation_is_saved_at_least_every_few_seconds(predicted, tmp_path,
+                                                                monkeypatch):
+    """Saves follow the measured cost, so a kill loses at most SAVE_EVERY_S of work."""
+    from hemalens.engine.workflows import explain as ex
+
+    path = tmp_path / "P.hemalens"
+    shutil.copytree(predicted, path)
+    saved: list[int] = []
+    real_write = ex.write_explanations
+
+    def recording(project, name, method, ids, *args, **kwargs):
+        saved.append(len(ids))
+        return real_write(project, name, method, ids, *args, **kwargs)
+
+    monkeypatch.setattr(ex, "write_explanations", recording)
+    cells = ex.select_cells(path, "all")[:60]
+    # the measured cost per cell is what the sizes follow: pretend every cell took 1 s
+    real_chunk = ex.explain_chunk
+
+    def slow(*args, **kwargs):
+        maps, targets, _ = real_chunk(*args, **kwargs)
+        return maps, targets, float(len(args[4]))
+
+    monkeypatch.setattr(ex, "explain_chunk", slow)
+    monkeypatch.setattr(ex, "SAVE_EVERY_S", 10.0)
+    out = ex.explain_project(path, "occlusion", cells=[int(c) for c in cells])
+    assert out["computed"] == 60
+    assert saved[0] == ex.PROBE and max(saved[1:]) == 10 and sum(saved) == 60
+    maps, targets = read_explanations(path, "m1", "occlusion", cells)[:2]
+    assert np.isfinite(maps).all() and (targets >= 0).all()  # every cell saved
