@@ -148,6 +148,9 @@ def segment_block(
         return out, str(err)
     except (ValueError, OSError) as err:  # a library error no reader foresaw
         return out, f"{spec.file}: {' '.join(str(err).split())}"
+    except MemoryError:  # one oversized input must not cost the batch its good files
+        return out, (f"{spec.file}: not enough memory to process this input (frames too "
+                     "large for this computer); the other inputs are imported")
     return out, None
 
 

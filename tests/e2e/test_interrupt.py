@@ -136,3 +136,32 @@ def test_a_read_only_output_folder_is_one_line(sim, tmp_path, capsys, monkeypatc
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "the file system is read-only" in err[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_input_too_large_for_memory_fails_alone(sim, tmp_path, capsys, monkeypatch):
+    """MemoryError in one input (an oversized frame) is that input's one-line failure;
+    the batch's good inputs are still imported."""
+    from hemalens.engine import ingest
+    from hemalens.engine.cli import main
+    from hemalens.engine.project import Project
+
+    tifs = sorted((sim / "sim").glob("*.tif"))[:2]
+    real = ingest.segment_phase_frame
+    calls = {"n": 0}
+
+    def greedy(phase, *args, **kwargs):
+        calls["n"] += 1
+        if phase.shape[0] > 0 and calls["n"] == 1:
+            raise MemoryError("Unable to allocate 37.3 GiB for an array")
+        return real(phase, *args, **kwargs)
+
+    monkeypatch.setattr(ingest, "segment_phase_frame", greedy)
+    out = tmp_path / "P.hemalens"
+    code = main(["segment", *map(str, tifs), "--modality", "phase", "-o", str(out), "--json"])
+    err = capsys.readouterr().err
+    assert code == 1
+    failed = [line for line in err.splitlines() if line.startswith("hemalens: failed:")]
+    assert len(failed) == 1 and tifs[0].name in failed[0] and "not enough memory" in failed[0]
+    with Project.open(out) as p:
+        assert p.inputs["status"].tolist() == ["failed", "ok"]
+        assert p.n_cells > 0
