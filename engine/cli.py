@@ -209,6 +209,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             specs, args.output, settings, default_label=args.label, progress=progress,
             overwrite=args.force, cluster=_cluster(args),
         )
+    for warning in report.get("warnings", []):
+        print(f"hemalens: warning: {warning}", file=sys.stderr)
     for failure in report["failed_inputs"]:
         print(f"hemalens: failed: {failure['error']}", file=sys.stderr)
 

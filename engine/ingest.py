@@ -21,6 +21,7 @@ import numpy as np
 
 from hemalens.engine.errors import HemaLensError, InputError, ProjectError
 from hemalens.engine.io import FrameSource, InputSpec, open_source, remove_tilt
+from hemalens.engine.io.sources import detect_modality
 from hemalens.engine.jobs import Progress, checkpoint
 from hemalens.engine.project import ProjectWriter
 from hemalens.engine.project.store import check_replaceable
@@ -154,6 +155,40 @@ def segment_block(
     return out, None
 
 
+#: Modalities that one content can be read as without a contradiction.
+_MODALITY_FAMILY = {"phase": "phase", "hologram": "interferogram", "qlsi": "interferogram",
+                    "rgb": "rgb"}
+
+
+def forced_modality_doubt(spec: InputSpec) -> str | None:
+    """Return a one-line warning when a forced modality contradicts the file's content.
+
+    A phase TIFF read as RGB or as a hologram imports few or no cells without failing;
+    this says so (the import goes on: the user may know better).
+
+    Parameters
+    ----------
+    spec : InputSpec
+        The input, with its forced ``modality`` (``auto`` never warns).
+
+    Returns
+    -------
+    str or None
+        The warning, naming the file.
+    """
+    forced = spec.modality
+    if forced == "auto":
+        return None
+    try:
+        detected = detect_modality(spec.path)
+    except HemaLensError:
+        return None  # the reader says what is wrong with the file itself
+    if _MODALITY_FAMILY.get(detected) == _MODALITY_FAMILY.get(forced):
+        return None
+    return (f"{spec.file}: --modality {forced} was forced, but the content looks like "
+            f"{detected}; few or no cells may be found — check the modality")
+
+
 def _patch_geometry(kind: str, settings: SegmentSettings) -> tuple[int, ...]:
     if kind == "rgb":
         return (settings.rgb_patch_size_px, settings.rgb_patch_size_px, 3)
@@ -245,6 +280,7 @@ def segment_inputs(
     frame_counts: dict[int, int] = {}
     modalities: dict[int, str] = {}
     open_errors: dict[int, str] = {}
+    warnings: list[str] = []
     for k, spec in enumerate(specs):
         try:
             with open_source(spec) as src:
@@ -252,6 +288,9 @@ def segment_inputs(
                 modalities[k] = src.modality
         except HemaLensError as err:
             open_errors[k] = str(err)
+            continue
+        if (doubt := forced_modality_doubt(spec)) is not None:
+            warnings.append(doubt)
     total = sum(frame_counts.values())
     if progress is not None:
         progress.set_status(f"Segmenting {len(specs)} input(s)")
@@ -367,6 +406,7 @@ def segment_inputs(
         "cells": n_cells,
         "rejected": dict(sorted(rejected.items())),
         "failed_inputs": failed,
+        "warnings": warnings,
         "seconds": round(time.perf_counter() - t0, 3),
         "project": str(final) if final is not None else None,
     }

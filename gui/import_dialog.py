@@ -468,6 +468,8 @@ class ImportDialog(QDialog):
                 f"{report['frames']:,} frames")
         if failed:
             text += f"; {len(failed)} input(s) failed: " + "; ".join(f["error"] for f in failed)
+        for warning in report.get("warnings") or []:
+            text += f"; warning: {warning}"
         self.status.setText(text)
         if report.get("project"):
             self.imported.emit(str(report["project"]))

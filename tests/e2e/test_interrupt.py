@@ -165,3 +165,22 @@ def test_an_input_too_large_for_memory_fails_alone(sim, tmp_path, capsys, monkey
     with Project.open(out) as p:
         assert p.inputs["status"].tolist() == ["failed", "ok"]
         assert p.n_cells > 0
+
+
+@pytest.mark.parametrize("forced", ["rgb", "hologram"])
+def test_a_forced_modality_that_contradicts_the_content_is_warned(sim, tmp_path, capsys,
+                                                                 forced):
+    from hemalens.engine.cli import main
+
+    tif = sorted((sim / "sim").glob("*.tif"))[0]
+    out = tmp_path / "P.hemalens"
+    main(["segment", str(tif), "--modality", forced, "--pixel-size", "0.3",
+          "--wavelength", "528", "-o", str(out), "--json"])
+    err = capsys.readouterr().err
+    warned = [line for line in err.splitlines() if line.startswith("hemalens: warning:")]
+    assert len(warned) == 1, err
+    assert tif.name in warned[0] and f"--modality {forced}" in warned[0] and "phase" in warned[0]
+    # the right modality says nothing
+    main(["segment", str(tif), "--modality", "phase", "-o", str(tmp_path / "Q.hemalens"),
+          "--json"])
+    assert "warning" not in capsys.readouterr().err
