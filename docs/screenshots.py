@@ -111,6 +111,16 @@ def take(project: Path, out: Path) -> None:
     shot(win, out, "help-overlay")
     win.toggle_help()
 
+    # The embedding view: the classifier's feature map of this QPI project (computed in
+    # the background on first use), a lasso selection and one PLI edit.
+    view = win.embedding
+    win.docks["embedding"].raise_()
+    if not view.demo_state():
+        wait_for(lambda: view.map_job is None or not view.map_job.is_running, 300000)
+        view.demo_state()
+    settle(1500)
+    shot(win, out, "embedding-view")
+
     from hemalens.gui.import_dialog import ImportDialog
 
     frames = sorted(project.with_name("demo-frames").glob("*.tif"))
