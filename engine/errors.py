@@ -25,6 +25,11 @@ class InputError(HemaLensError):
         self.reason = " ".join(str(reason).split())  # force a single line
         super().__init__(f"{self.path}: {self.reason}")
 
+    def __reduce__(self) -> tuple:
+        # pickled as (path, reason): an error raised on a Dask worker reaches the driver
+        # as the same class with the same one-line message
+        return (type(self), (self.path, self.reason))
+
 
 class MetadataError(InputError):
     """Pixel size, wavelength or another needed acquisition value is missing or invalid."""

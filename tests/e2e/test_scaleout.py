@@ -250,3 +250,21 @@ def test_ctrl_c_on_the_cli_cancels_the_cluster_work_and_keeps_the_project(sim, c
     while time.monotonic() - t0 < 20 and any(client.processing().values()):
         time.sleep(0.05)
     assert time.monotonic() - t0 < 5.0  # no chunk left queued for the cancelled command
+
+
+def _refuse(path: str) -> None:
+    from hemalens.engine.errors import ProjectError
+
+    raise ProjectError(path, "has no cells to predict")
+
+
+def test_an_error_on_a_worker_reaches_the_driver_as_the_same_one_line_error(cluster):
+    import pickle
+
+    from hemalens.engine.errors import MetadataError, ProjectError
+
+    err = pickle.loads(pickle.dumps(MetadataError("a.tif", "pixel size unknown")))
+    assert type(err) is MetadataError and str(err) == "a.tif: pixel size unknown"
+    with open_executor(cluster[0]) as ex, pytest.raises(ProjectError) as info:
+        list(ex.map(_refuse, [("/data/P.hemalens",)]))
+    assert str(info.value) == "/data/P.hemalens: has no cells to predict"
