@@ -29,6 +29,8 @@ SETTINGS = {
     "TML": ("tml", {}),
     "TML+ALI (c,s, CW, α=0.8, paper)": ("ali", {"class_weights": True, "alpha": 0.8}),
     "TML+ALI (c,s, CW, α=0.05)": ("ali", {"class_weights": True, "alpha": 0.05}),
+    "TML+ALI (c,s, CW, α=0.8, θ on the batch)": ("ali", {"class_weights": True, "alpha": 0.8,
+                                                         "ali_target": "batch"}),
 }
 
 

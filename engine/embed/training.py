@@ -205,6 +205,12 @@ class EmbedTrainConfig:
         weights (without early exaggeration), so the map changes smoothly between epochs.
     svm_cv : int
         Cross-validation folds of the SVM grid search.
+    ali_target : {"epoch", "batch"}
+        What ``x'_i = θ_{y_i}(x_i)`` of eq. 1 is applied to (n-D ALI): ``"epoch"`` (the
+        default) fixes the targets at the start of each epoch from the embeddings of the
+        un-augmented cells; ``"batch"`` applies that epoch's θ to the current (augmented)
+        batch embeddings, detached, so the L1 term is the intervention displacement
+        alone (issue 13 compares both readings of the paper).
     """
 
     loss: str = "ali"
@@ -227,6 +233,7 @@ class EmbedTrainConfig:
     ptsne_epochs: int | None = None
     ptsne_refresh_epochs: int = 30
     svm_cv: int = 3
+    ali_target: str = "epoch"
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -249,6 +256,8 @@ class EmbedTrainConfig:
             (self.margin >= 0, f"margin must be >= 0, got {self.margin}"),
             (self.ptsne_epochs is None or self.ptsne_epochs >= 1,
              f"ptsne_epochs must be >= 1, got {self.ptsne_epochs}"),
+            (self.ali_target in ("epoch", "batch"),
+             f"ali_target must be 'epoch' or 'batch', got {self.ali_target!r}"),
             (self.ptsne_refresh_epochs >= 1,
              f"ptsne_refresh_epochs must be >= 1, got {self.ptsne_refresh_epochs}"),
         ]
@@ -594,11 +603,13 @@ class _Fold:
         x = emb.astype(np.float64)
         ok = np.bincount(y, minlength=self.k)[y] >= 2
         tgt = x.copy()
+        self.theta = None
         if np.unique(y[ok]).size >= 2:
             theta = compute_interventions(
                 x[ok], y[ok], self.params, self.iterations, rng=seed, n_classes=self.k
             )
             tgt[ok] = theta.apply(x[ok], y[ok])
+            self.theta, self.theta_ok = theta, np.bincount(y, minlength=self.k) >= 2
         return tgt
 
     def refresh_ptsne(self, emb: np.ndarray, seed: int) -> Any:
@@ -675,6 +686,16 @@ class _Fold:
             if tgt is not None:
                 sel = torch.from_numpy(b).to(self.dev)
                 out, t = emb, tgt[sel]
+                if self.use_nd and self.cfg.ali_target == "batch" and getattr(
+                        self, "theta", None) is not None:
+                    # x'_i = θ(x_i) on the current batch embedding (detached)
+                    x_np = emb.detach().cpu().numpy().astype(np.float64)
+                    y_np = yb.cpu().numpy()
+                    cur = x_np.copy()
+                    ok = self.theta_ok[y_np]
+                    if ok.any():
+                        cur[ok] = self.theta.apply(x_np[ok], y_np[ok])
+                    t = torch.as_tensor(cur, dtype=emb.dtype, device=self.dev)
                 if module is not None:
                     out = module(emb)
                 if mask is not None:

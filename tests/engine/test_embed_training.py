@@ -158,6 +158,18 @@ def test_ali_pulls_embeddings_towards_their_targets(data, split):
     assert term[-1] < 0.7 * term[0], term
 
 
+def test_batch_targets_apply_theta_to_the_current_embedding(data, split):
+    # x'_i = θ(x_i) on the batch: the L1 term is the intervention's displacement, which
+    # differs from the epoch-start targets (a real change) and trains without error
+    x, y, _ = data
+    a = train_fold(x, y, split, cfg(loss="ali", epochs=2, svm_every=2))
+    b = train_fold(x, y, split, cfg(loss="ali", epochs=2, svm_every=2, ali_target="batch"))
+    assert [r["intervention"] for r in a.history] != [r["intervention"] for r in b.history]
+    assert all(np.isfinite(r["intervention"]) for r in b.history)
+    with pytest.raises(ValueError, match="ali_target"):
+        cfg(loss="ali", ali_target="later")
+
+
 def test_class_weights_change_training(data, split):
     x, y, _ = data
     keep = np.r_[np.flatnonzero(y != 2), np.flatnonzero(y == 2)[:12]]  # class 2 rare
