@@ -14,9 +14,9 @@ import sys
 import time
 
 import pytest
+from conftest import add_predictions
 
 from hemalens.gui import app as gui_app
-from tests.gui.conftest import add_predictions
 
 pytestmark = [pytest.mark.gui, pytest.mark.timeout(120)]
 
