@@ -59,6 +59,8 @@ def top_parts(internal: Path, n: int = 8) -> dict[str, int]:
     """The largest top-level entries of the build's ``_internal`` folder."""
     sizes = {}
     for child in internal.iterdir():
+        if child.is_symlink():
+            continue
         sizes[child.name] = folder_bytes(child) if child.is_dir() else child.stat().st_size
     return dict(sorted(sizes.items(), key=lambda kv: -kv[1])[:n])
 

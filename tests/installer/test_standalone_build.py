@@ -97,3 +97,5 @@ def test_the_cpu_build_bundles_no_cuda_and_no_unused_qt(exe):
     assert not [n for n in names if n.startswith(("libQt6Qml", "libQt6Quick", "libQt6Pdf",
                                                     "libQt6Network", "libQt6WebEngine"))]
     assert "hemalens.svg" in names and "hemalens.png" in names
+    dangling = [p for p in internal.rglob("*") if p.is_symlink() and not p.exists()]
+    assert not dangling
