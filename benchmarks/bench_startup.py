@@ -15,7 +15,7 @@ Prints one JSON object. The build is made by ``installer/build.sh`` first.
 
     python -m benchmarks.bench_startup [--build dist/cpu/hemalens/hemalens]
                                        [--dev .venv/bin/hemalens] [--runs 5] [--demo PATH]
-                                       [--qt-platform offscreen|xcb]
+                                       [--qt-platform offscreen|xcb] [--venv PATH]
 """
 
 from __future__ import annotations
@@ -114,6 +114,9 @@ def main() -> None:
     parser.add_argument("--build", type=Path,
                         default=ROOT / "dist" / "cpu" / "hemalens" / "hemalens")
     parser.add_argument("--dev", type=Path, default=ROOT / ".venv" / "bin" / "hemalens")
+    parser.add_argument("--venv", type=Path, default=None,
+                        help="also time this venv's hemalens (e.g. build/venv-cpu/bin/hemalens:"
+                             " the build's own libraries, not frozen)")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--demo", type=Path, default=None,
                         help="an existing demo project (built with the dev venv if omitted)")
@@ -123,6 +126,8 @@ def main() -> None:
     global QT_PLATFORM
     QT_PLATFORM = args.qt_platform
     forms = {"dev": args.dev.absolute(), "build": args.build.absolute()}
+    if args.venv is not None:
+        forms["venv"] = args.venv.absolute()
     for exe in forms.values():
         if not exe.is_file():
             raise SystemExit(f"{exe}: missing (build it with installer/build.sh)")
@@ -174,6 +179,9 @@ def main() -> None:
     for key in ("time_to_first_window", "time_to_first_window_demo", "time_to_first_prediction"):
         out[f"ratio_build_over_dev_{key}"] = round(
             out["build"][key]["median_s"] / out["dev"][key]["median_s"], 3)
+        if "venv" in forms:
+            out[f"ratio_build_over_venv_{key}"] = round(
+                out["build"][key]["median_s"] / out["venv"][key]["median_s"], 3)
     out["ratio_build_over_dev_size"] = round(
         out["build"]["size_bytes"] / out["dev"]["site_packages_bytes"], 3)
     print(json.dumps(out))
