@@ -71,6 +71,11 @@ def test_install_for_one_user_then_uninstall_keeps_user_data(fake_build, tmp_pat
     share = home / ".local" / "share"
     entry = _desktop_entry(share / "applications" / "hemalens.desktop")
     assert entry["Exec"] == f"{app}/hemalens gui" and entry["TryExec"] == f"{app}/hemalens"
+    validate = shutil.which("desktop-file-validate")
+    if validate:
+        out = subprocess.run([validate, str(share / "applications" / "hemalens.desktop")],
+                             capture_output=True, text=True)
+        assert out.returncode == 0, out.stdout + out.stderr
     assert (share / "icons/hicolor/256x256/apps/hemalens.png").read_bytes() == \
         (ROOT / "resources" / "hemalens.png").read_bytes()
     assert (share / "icons/hicolor/scalable/apps/hemalens.svg").is_file()
