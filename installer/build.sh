@@ -11,8 +11,10 @@
 #   gpu            PyPI's CUDA torch + torchvision + nvidia-* libraries.
 #                                                       TORCH_SPEC="torch==2.14.1 torchvision==0.29.1"
 # Environment: PYTHON (python3.11+, default python3), TORCH_SPEC, PIP_EXTRA (extra pip
-# options, e.g. "--index-url https://download.pytorch.org/whl/cpu" for a CPU torch +
-# torchvision pair), ARCHIVE=1 (also write dist/hemalens-<version>-linux-<arch>-<variant>.tar.gz).
+# options for the torch install, e.g. "--extra-index-url https://download.pytorch.org/whl/cpu":
+# plain PyPI's Linux torch is the CUDA build, which the CPU spec refuses; our build machine
+# has the CPU wheel on disk), ARCHIVE=1 (also write
+# dist/hemalens-<version>-linux-<arch>-<variant>.tar.gz).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
