@@ -276,6 +276,7 @@ class ExplanationView(QWidget):
         self._latest: _Request | None = None  # what the view should show
         self._running: tuple[Job, _Request] | None = None
         self._pending: _Request | None = None
+        self._deferred: _Request | None = None  # waits for the window's first paint
         self._lru: OrderedDict[tuple[Hashable, ...], dict[str, Any]] = OrderedDict()
         self.shown_key: tuple[Hashable, ...] | None = None
         self.cell = -1  # the cell the inspector shows
@@ -338,7 +339,8 @@ class ExplanationView(QWidget):
     @property
     def busy(self) -> bool:
         """Whether a per-cell job runs or waits."""
-        return self._running is not None or self._pending is not None
+        return (self._running is not None or self._pending is not None
+                or self._deferred is not None)
 
     @property
     def model_info(self) -> dict[str, Any] | None:
@@ -351,6 +353,7 @@ class ExplanationView(QWidget):
         if self._running is not None:
             self._running[0].cancel()  # its result is dropped either way
         self._pending = None
+        self._deferred = None
         self._latest = None
         self.cell = -1
         self._lru.clear()
@@ -469,6 +472,14 @@ class ExplanationView(QWidget):
             self.show_cell(self.cell)
 
     def _start(self, request: _Request) -> None:
+        window = self.window()
+        after_first_paint = getattr(window, "after_first_paint", None)
+        if after_first_paint is not None and window.isVisible() and not window.painted:
+            # explain_one imports torch (seconds): the window paints first
+            waiting, self._deferred = self._deferred is not None, request
+            if not waiting:
+                after_first_paint(self._start_deferred)
+            return
         path = self._project.path
         job = start_job(
             explain_one, path, self._loaded, request.method, request.cell, request.patch,
@@ -479,6 +490,12 @@ class ExplanationView(QWidget):
         self._running = (job, request)
         # A bound slot of this widget: Qt drops the connection if the widget goes first.
         job.ended.connect(self._job_ended)
+
+    def _start_deferred(self) -> None:
+        request, self._deferred = self._deferred, None
+        if (request is not None and request.generation == self._generation
+                and request is self._latest and self._running is None):
+            self._start(request)
 
     def _job_ended(self, state: str) -> None:
         if self._running is None:

@@ -14,11 +14,12 @@ projects and the reviewer's name are kept in ``QSettings``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
+from PySide6.QtCore import QByteArray, QEvent, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QUndoStack
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -118,6 +119,9 @@ class MainWindow(QMainWindow):
         self.docks["differential"].raise_()
         self._default_state = QByteArray()
         self._first_show = True
+        #: True once the window has painted; see :meth:`after_first_paint`.
+        self.painted = False
+        self._after_paint: list[Callable[[], None]] = []
 
         self.review = ReviewActions(self, self.undo_stack, self._targets, self.show_message)
         self.help = HelpOverlay(self)
@@ -143,6 +147,30 @@ class MainWindow(QMainWindow):
         dock.setWidget(widget)
         self.addDockWidget(area, dock)
         self.docks[key] = dock
+
+    def after_first_paint(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` from the event loop once the window has painted (now if it has).
+
+        Work that imports torch (seconds) waits for it, so the window opens first.
+
+        Parameters
+        ----------
+        callback : callable
+            Called with no arguments.
+        """
+        if self.painted:
+            callback()
+        else:
+            self._after_paint.append(callback)
+
+    def event(self, event: QEvent) -> bool:  # noqa: D102
+        # (events arrive during QMainWindow.__init__, before ``painted`` exists)
+        if not getattr(self, "painted", True) and event.type() == QEvent.Type.Paint:
+            self.painted = True
+            callbacks, self._after_paint = self._after_paint, []
+            for callback in callbacks:
+                QTimer.singleShot(0, callback)
+        return super().event(event)
 
     def showEvent(self, event: Any) -> None:  # noqa: N802, D102
         super().showEvent(event)

@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
-from hemalens.engine.models.alexnet import AlexNet
+from typing import Any
+
+from hemalens.engine.errors import HemaLensError
 from hemalens.engine.models.lenet5 import LeNet5
 from hemalens.engine.models.spec import (
     ARCHITECTURES,
@@ -45,7 +47,28 @@ __all__ = [
     "update_model",
 ]
 
-_BUILDERS: dict[str, type[Classifier]] = {"lenet5": LeNet5, "alexnet": AlexNet}
+
+
+def _alexnet_class() -> type[Classifier]:
+    """Import :class:`AlexNet` on first use: torchvision is heavy, and optional in a build.
+
+    The standalone CPU build may ship without torchvision (see ``installer/README.md``);
+    LeNet5 works there and AlexNet is refused with one line.
+    """
+    try:
+        from hemalens.engine.models.alexnet import AlexNet
+    except (ImportError, RuntimeError) as err:  # absent, or built for another torch
+        raise HemaLensError(
+            f"alexnet: needs torchvision, which this HemaLens installation lacks ({err}); "
+            "use --arch lenet5 or install torchvision"
+        ) from err
+    return AlexNet
+
+
+def __getattr__(name: str) -> Any:
+    if name == "AlexNet":
+        return _alexnet_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_model(spec: ModelSpec) -> Classifier:
@@ -61,4 +84,6 @@ def build_model(spec: ModelSpec) -> Classifier:
     Classifier
         :class:`LeNet5` or :class:`AlexNet`, on the CPU, in training mode.
     """
-    return _BUILDERS[spec.arch](spec)
+    if spec.arch == "alexnet":
+        return _alexnet_class()(spec)
+    return LeNet5(spec)

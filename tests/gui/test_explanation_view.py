@@ -238,3 +238,19 @@ def test_job_errors_go_to_the_status_line_not_a_dialog(
     cell = select(window, 4)
     qtbot.waitUntil(lambda: not view.busy, timeout=10000)
     assert view.jobs_started == 2 and f"cell {cell}" in view.status.text()
+
+
+def test_the_first_job_waits_for_the_windows_first_paint(trained, qtbot):
+    # explain_one imports torch: a project opened as the window appears must not delay it
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.show()
+    assert not win.painted
+    win.open_project(trained)
+    view = win.inspector.explanation
+    assert view.busy and view.jobs_started == 0 and not active_jobs()
+    qtbot.waitUntil(lambda: win.painted, timeout=10000)
+    qtbot.waitUntil(lambda: view.jobs_started == 1, timeout=10000)
+    qtbot.waitUntil(lambda: view.shown_key is not None, timeout=20000)
+    assert not view.busy
+    win.close()
