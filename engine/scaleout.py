@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -51,6 +52,9 @@ WORKER_ENVIRON = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 
 
 #: How often (seconds) the driver looks at the job's cancel flag while waiting on futures.
 POLL_S = 0.2
+#: A job waiting this long on a cluster with no worker connected fails in one line
+#: instead of waiting for ever (every worker died, or none was ever started).
+NO_WORKERS_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -244,9 +248,11 @@ class Executor:
                 head = pending[0]
                 finished = threading.Event()
                 head.add_done_callback(lambda _f, ev=finished: ev.set())
+                alone_since: float | None = None
                 while not finished.wait(POLL_S):
                     if progress is not None and progress.is_cancelled():
                         raise Cancelled("cancelled by the user")
+                    alone_since = self._check_workers(alone_since)
                 if progress is not None and progress.is_cancelled():
                     raise Cancelled("cancelled by the user")
                 result = head.result()
@@ -258,6 +264,21 @@ class Executor:
             if pending:
                 self.client.cancel(list(pending), force=True)
             raise
+
+
+    def _check_workers(self, alone_since: float | None) -> float | None:
+        """Fail in one line once the cluster has had no worker for :data:`NO_WORKERS_S`."""
+        if self.client.scheduler_info().get("workers"):
+            return None
+        now = time.monotonic()
+        if alone_since is None:
+            return now
+        if now - alone_since >= NO_WORKERS_S:
+            raise HemaLensError(
+                f"{self.cluster.describe()}: no Dask worker has been connected for "
+                f"{NO_WORKERS_S:g} s; start workers (`dask worker SCHEDULER`) or run without "
+                "--scheduler/--workers")
+        return alone_since
 
 
 def _map_threads(fn, tasks, kwargs, progress, threads) -> Iterator[Any]:

@@ -160,6 +160,7 @@ def _slow_square(x: int) -> int:
     return x * x
 
 
+@pytest.mark.slow  # kills a worker process; its restart takes long on a loaded machine
 def test_a_worker_killed_mid_task_is_retried_and_the_result_is_complete(sim, cluster,
                                                                           tmp_path):
     from hemalens.engine.review.predictions import read_predictions
@@ -224,6 +225,7 @@ def test_evaluate_on_a_scheduler_gives_the_same_tables(sim, cluster, capsys):
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+@pytest.mark.slow  # a CLI subprocess on the cluster, then SIGINT
 def test_ctrl_c_on_the_cli_cancels_the_cluster_work_and_keeps_the_project(sim, cluster,
                                                                          tmp_path):
     import subprocess
@@ -268,3 +270,17 @@ def test_an_error_on_a_worker_reaches_the_driver_as_the_same_one_line_error(clus
     with open_executor(cluster[0]) as ex, pytest.raises(ProjectError) as info:
         list(ex.map(_refuse, [("/data/P.hemalens",)]))
     assert str(info.value) == "/data/P.hemalens: has no cells to predict"
+
+
+def test_a_cluster_without_workers_fails_in_one_line_instead_of_waiting(monkeypatch):
+    from hemalens.engine import scaleout
+    from hemalens.engine.errors import HemaLensError
+
+    monkeypatch.setattr(scaleout, "NO_WORKERS_S", 1.0)
+    with open_executor(scaleout.Cluster(workers=1)) as ex:
+        ex.client.retire_workers()
+        deadline = time.monotonic() + 30
+        while ex.client.scheduler_info().get("workers") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with pytest.raises(HemaLensError, match="no Dask worker has been connected"):
+            list(ex.map(_slow_square, [(i,) for i in range(3)]))
