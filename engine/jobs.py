@@ -121,6 +121,28 @@ class SubProgress:
         report(self.outer, record)
 
 
+class CancelOnly:
+    """A progress that forwards only cancellation (a chunk's own bar is not shown).
+
+    Parameters
+    ----------
+    outer : Progress or None
+        The job's progress.
+    """
+
+    def __init__(self, outer: Progress | None) -> None:
+        self.outer = outer
+
+    def set_status(self, text: str) -> None:  # noqa: D102
+        pass
+
+    def set_progress(self, done: int, total: int | None) -> None:  # noqa: D102
+        pass
+
+    def is_cancelled(self) -> bool:  # noqa: D102
+        return self.outer is not None and self.outer.is_cancelled()
+
+
 def report(progress: Progress | None, record: dict) -> None:
     """Hand a partial result (e.g. ``{"epoch": 3, "val_macro_f1": 0.8}``) to the caller.
 

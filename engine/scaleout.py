@@ -39,9 +39,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from hemalens.engine.errors import HemaLensError
-from hemalens.engine.jobs import Cancelled, Progress, checkpoint
+from hemalens.engine.jobs import Cancelled, CancelOnly, Progress, checkpoint
 
-__all__ = ["CancelOnly", "Cluster", "Executor", "IN_PROCESS", "open_executor", "parse_cluster"]
+__all__ = ["Cluster", "Executor", "IN_PROCESS", "open_executor", "parse_cluster"]
 
 #: Dask configuration for the worker processes HemaLens starts. Dask's nanny sets
 #: ``MALLOC_TRIM_THRESHOLD_=65536`` in its workers, which switches off glibc's dynamic mmap
@@ -96,28 +96,6 @@ class Cluster:
 
 
 IN_PROCESS = Cluster()
-
-
-class CancelOnly:
-    """A progress that forwards only cancellation (a chunk's own bar is not shown).
-
-    Parameters
-    ----------
-    outer : Progress or None
-        The job's progress.
-    """
-
-    def __init__(self, outer: Progress | None) -> None:
-        self.outer = outer
-
-    def set_status(self, text: str) -> None:  # noqa: D102
-        pass
-
-    def set_progress(self, done: int, total: int | None) -> None:  # noqa: D102
-        pass
-
-    def is_cancelled(self) -> bool:  # noqa: D102
-        return self.outer is not None and self.outer.is_cancelled()
 
 
 def parse_cluster(

@@ -59,7 +59,7 @@ from hemalens.engine.embed.interventions import (
 from hemalens.engine.embed.network import EmbeddingNet, EmbeddingSpec, build_embedding_net
 from hemalens.engine.embed.svm import fit_svm, macro_f1
 from hemalens.engine.embed.triplet import MINING, TripletLoss
-from hemalens.engine.jobs import Progress, SubProgress, checkpoint, report
+from hemalens.engine.jobs import CancelOnly, Progress, SubProgress, checkpoint, report
 from hemalens.engine.models.weights import state_to_arrays
 from hemalens.engine.train.loop import resolve_device, seeded_deterministic
 
@@ -555,22 +555,6 @@ class _FoldProgress(SubProgress):
         super().report({"fold": self.fold, **record})
 
 
-class _CancelOnly:
-    """Pass cancellation through, but keep a sub-step from moving the fold's progress bar."""
-
-    def __init__(self, outer: Progress | None) -> None:
-        self.outer = outer
-
-    def set_status(self, text: str) -> None:  # noqa: D102
-        pass
-
-    def set_progress(self, done: int, total: int | None) -> None:  # noqa: D102
-        pass
-
-    def is_cancelled(self) -> bool:  # noqa: D102
-        return self.outer is not None and self.outer.is_cancelled()
-
-
 class _Fold:
     """State of one fold's training (kept in one place to keep :func:`train_fold` short)."""
 
@@ -627,7 +611,7 @@ class _Fold:
             kw.update(epochs=self.cfg.ptsne_refresh_epochs, exaggeration_epochs=0)
             new = ParametricTSNE(emb.shape[1], **kw)
             new.module.load_state_dict(self.ptsne.module.state_dict())
-        self.ptsne = new.fit(emb, progress=_CancelOnly(self.progress))
+        self.ptsne = new.fit(emb, progress=CancelOnly(self.progress))
         return self.ptsne
 
     def embed(self, rows: np.ndarray) -> np.ndarray:
@@ -686,15 +670,15 @@ class _Fold:
             if tgt is not None:
                 sel = torch.from_numpy(b).to(self.dev)
                 out, t = emb, tgt[sel]
-                if self.use_nd and self.cfg.ali_target == "batch" and getattr(
-                        self, "theta", None) is not None:
+                theta = getattr(self, "theta", None)
+                if self.use_nd and self.cfg.ali_target == "batch" and theta is not None:
                     # x'_i = θ(x_i) on the current batch embedding (detached)
                     x_np = emb.detach().cpu().numpy().astype(np.float64)
                     y_np = yb.cpu().numpy()
                     cur = x_np.copy()
                     ok = self.theta_ok[y_np]
                     if ok.any():
-                        cur[ok] = self.theta.apply(x_np[ok], y_np[ok])
+                        cur[ok] = theta.apply(x_np[ok], y_np[ok])
                     t = torch.as_tensor(cur, dtype=emb.dtype, device=self.dev)
                 if module is not None:
                     out = module(emb)

@@ -236,10 +236,11 @@ def load_map(project: Any, key: str) -> MapPoints:
                     "metrics": attr_json(g.attrs, "metrics_json", {}) or {},
                     "config": attr_json(g.attrs, "config_json", {}) or {}}
     elif kind == "features":
-        proj = read_feature_map(paths.root, name)
-        if proj is None:
+        found = read_feature_map(paths.root, name)
+        if found is None:
             raise ProjectError(paths.root, f"the feature map of classifier {name!r} is not "
                                            "computed (or its classifier changed)")
+        proj = np.asarray(found, np.float64)
         fold = np.full(len(proj), -1, np.int8)
         meta = {"name": name, "kind": kind}
     else:

@@ -204,7 +204,7 @@ class OODDetector:
             "maha": lambda: self.mahalanobis(penultimate),
             "norm": lambda: self.norm_deviation(penultimate),
             "conf": lambda: 1.0 - conf,
-            "knn": lambda: self.knn_distance(trunk),
+            "knn": lambda: self.knn_distance(np.asarray(trunk)),
         }
         return np.column_stack([cols[p]() for p in self.parts_used])
 
@@ -251,7 +251,7 @@ class OODDetector:
             "ood_pca_components", "ood_val_parts"}`` and ``{"threshold", "k", "keep",
             "measure", "parts", "combine", "features"}``.
         """
-        arrays = {
+        arrays: dict[str, np.ndarray] = {
             "ood_means": self.means.astype(np.float64),
             "ood_precision": self.precision.astype(np.float64),
             "ood_norm_median": np.asarray([self.norm_median], np.float64),
@@ -263,7 +263,7 @@ class OODDetector:
         if self.maha_components is not None and self.maha_components.size:
             arrays["ood_maha_mean"] = np.asarray(self.maha_mean, np.float64)
             arrays["ood_maha_components"] = np.asarray(self.maha_components, np.float64)
-        settings = {
+        settings: dict[str, Any] = {
             "threshold": float(self.threshold), "k": int(self.k), "keep": float(self.keep),
             "measure": self.measure, "parts": list(self.parts_used),
             "combine": "fisher over validation tail p-values",
