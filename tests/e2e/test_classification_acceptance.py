@@ -16,6 +16,10 @@ from hemalens.engine.cli import main
 from hemalens.engine.project import Project, export_cells_csv
 from hemalens.engine.synth.scoring import true_classes
 
+# About 5 minutes on 2 cores (800 simulated frames, a full training): on demand, so that
+# `make test` stays within its ~10-minute budget. Run with `make test-slow`.
+pytestmark = pytest.mark.slow
+
 
 def _run(argv: list[str], capsys) -> dict:
     capsys.readouterr()

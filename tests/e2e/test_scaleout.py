@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 import pytest
 from conftest import tree_digest
+from scaleout_tasks import refuse, sleep_one, slow_square
 
 from hemalens.engine.cli import main
 from hemalens.engine.jobs import CallbackProgress, Cancelled
@@ -142,22 +143,12 @@ def test_cancel_cancels_the_futures_and_changes_nothing(sim, cluster, tmp_path):
     # workers would keep them busy ~5 s; cancelled, only the two running ones finish
     progress = CallbackProgress()
     with open_executor(cluster[0]) as ex, pytest.raises(Cancelled):
-        for _ in ex.map(_sleep_one, [(i,) for i in range(40)], progress=progress):
+        for _ in ex.map(sleep_one, [(i,) for i in range(40)], progress=progress):
             progress.cancel()
     t0 = time.monotonic()
     while time.monotonic() - t0 < 20 and any(cluster[1].processing().values()):
         time.sleep(0.05)
     assert time.monotonic() - t0 < 3.0
-
-
-def _sleep_one(x: int) -> int:
-    time.sleep(1.0)
-    return x
-
-
-def _slow_square(x: int) -> int:
-    time.sleep(0.3)
-    return x * x
 
 
 @pytest.mark.slow  # kills a worker process; its restart takes long on a loaded machine
@@ -192,7 +183,7 @@ def test_a_worker_killed_mid_task_is_retried_and_the_result_is_complete(sim, clu
     assert killed, "no worker was busy to be killed"
     assert _same(local, read_predictions(project, "m1")[0])
     with open_executor(cluster[0]) as ex:  # the cluster still works (nanny restarted it)
-        assert list(ex.map(_slow_square, [(i,) for i in range(4)])) == [0, 1, 4, 9]
+        assert list(ex.map(slow_square, [(i,) for i in range(4)])) == [0, 1, 4, 9]
 
 
 def test_dry_run_on_a_scheduler_gives_the_same_table(cluster):
@@ -254,12 +245,6 @@ def test_ctrl_c_on_the_cli_cancels_the_cluster_work_and_keeps_the_project(sim, c
     assert time.monotonic() - t0 < 5.0  # no chunk left queued for the cancelled command
 
 
-def _refuse(path: str) -> None:
-    from hemalens.engine.errors import ProjectError
-
-    raise ProjectError(path, "has no cells to predict")
-
-
 def test_an_error_on_a_worker_reaches_the_driver_as_the_same_one_line_error(cluster):
     import pickle
 
@@ -268,7 +253,7 @@ def test_an_error_on_a_worker_reaches_the_driver_as_the_same_one_line_error(clus
     err = pickle.loads(pickle.dumps(MetadataError("a.tif", "pixel size unknown")))
     assert type(err) is MetadataError and str(err) == "a.tif: pixel size unknown"
     with open_executor(cluster[0]) as ex, pytest.raises(ProjectError) as info:
-        list(ex.map(_refuse, [("/data/P.hemalens",)]))
+        list(ex.map(refuse, [("/data/P.hemalens",)]))
     assert str(info.value) == "/data/P.hemalens: has no cells to predict"
 
 
@@ -283,4 +268,4 @@ def test_a_cluster_without_workers_fails_in_one_line_instead_of_waiting(monkeypa
         while ex.client.scheduler_info().get("workers") and time.monotonic() < deadline:
             time.sleep(0.1)
         with pytest.raises(HemaLensError, match="no Dask worker has been connected"):
-            list(ex.map(_slow_square, [(i,) for i in range(3)]))
+            list(ex.map(slow_square, [(i,) for i in range(3)]))

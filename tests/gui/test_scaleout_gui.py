@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from scaleout_tasks import sleep_one
 
 from hemalens.engine.scaleout import Cluster, open_executor
 from hemalens.gui.main_window import MainWindow
@@ -29,14 +30,9 @@ def test_the_scheduler_setting_is_what_heavy_jobs_get(qtbot, monkeypatch):
     win.close()
 
 
-def _slow(x: int) -> int:
-    time.sleep(1.0)
-    return x
-
-
 def _cluster_job(address: str, progress=None) -> list[int]:
     with open_executor(Cluster(scheduler=address)) as ex:
-        return list(ex.map(_slow, [(i,) for i in range(40)], progress=progress))
+        return list(ex.map(sleep_one, [(i,) for i in range(40)], progress=progress))
 
 
 def test_cancel_of_a_gui_job_cancels_the_cluster_futures(qtbot, message_boxes):
