@@ -24,6 +24,8 @@ BENCHMARKS = {
     "ptsne": [],
     "embed_epoch": ["--cells", "2000", "--epochs", "3"],
     "dryrun": [],
+    "circularity": [],
+    "crowded": ["--fields", "12"],
 }
 QUICK = {"segment": ["--frames", "200"], "hologram": ["--frames", "10"],
          "ingest": ["--frames", "60"], "project": ["--cells", "5000"],
@@ -31,7 +33,8 @@ QUICK = {"segment": ["--frames", "200"], "hologram": ["--frames", "10"],
          "train": [], "explain": ["--cells", "3", "--alexnet-cells", "1"],
          "meta_explain": ["--cells", "300"], "ptsne": [],
          "embed_epoch": ["--cells", "300", "--epochs", "2"],
-         "dryrun": ["--n", "600", "--iterations", "5", "--folds", "3"]}
+         "dryrun": ["--n", "600", "--iterations", "5", "--folds", "3"],
+         "circularity": ["--frames", "60"], "crowded": ["--fields", "2"]}
 
 
 def main() -> None:

@@ -151,4 +151,5 @@ class OodPanel(QWidget):
         best = res.get("best_measure")
         self.info.setText(f"{name}: Kruskal-Wallis H = {kw['H']:.1f}, p = {kw['p']:.2g} "
                           f"over {len(sets)} sets."
-                          + (f" Best MC measure on digits and noise: {best}." if best else ""))
+                          + (f" Best measure (chosen on a held-out half of every set): "
+                             f"{best}." if best else ""))
