@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from PySide6.QtCore import QEventLoop, Qt, QTimer
+from PySide6.QtCore import QEventLoop, QSettings, Qt, QTimer
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     create_app()
     with tempfile.TemporaryDirectory() as tmp:
+        # Fresh settings: the default layout, not the one this user last left.
+        QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+        QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, tmp)
         project = Path(tmp) / "demo.hemalens"
         if args.demo:
             shutil.copytree(args.demo, project)
@@ -115,6 +118,8 @@ def take(project: Path, out: Path) -> None:
     # the background on first use), a lasso selection and one PLI edit.
     view = win.embedding
     win.docks["embedding"].raise_()
+    # A scientist gives the map room: the bottom docks take 60 % of the height.
+    win.resizeDocks([win.docks["embedding"]], [int(win.height() * 0.6)], Qt.Orientation.Vertical)
     if not view.demo_state():
         wait_for(lambda: view.map_job is None or not view.map_job.is_running, 300000)
         view.demo_state()

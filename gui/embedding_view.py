@@ -37,9 +37,11 @@ from PySide6.QtGui import QColor, QUndoCommand, QUndoStack
 from PySide6.QtWidgets import (
     QButtonGroup,
     QComboBox,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QScrollArea,
     QSplitter,
     QTabWidget,
     QToolButton,
@@ -274,9 +276,15 @@ class EmbeddingView(QWidget):
         self.interventions = InterventionPanel(self)
         self.runs = RunsPanel(self)
         self.tabs = QTabWidget(self)
-        self.tabs.addTab(self.edits, "Manual (PLI)")
-        self.tabs.addTab(self.interventions, "Automatic (ALI/PALI)")
-        self.tabs.addTab(self.runs, "Runs")
+        # Each panel scrolls: their controls must not make the dock (and so the whole
+        # bottom dock area) taller than the gallery can spare.
+        for panel, title in ((self.edits, "Manual (PLI)"),
+                             (self.interventions, "Automatic (ALI/PALI)"), (self.runs, "Runs")):
+            scroll = QScrollArea(self.tabs)
+            scroll.setWidgetResizable(True)
+            scroll.setFrameShape(QFrame.Shape.NoFrame)
+            scroll.setWidget(panel)
+            self.tabs.addTab(scroll, title)
         split = QSplitter(Qt.Orientation.Horizontal, self)
         split.addWidget(left)
         split.addWidget(self.tabs)
@@ -875,7 +883,7 @@ class EmbeddingView(QWidget):
         before = self.map.key if self.map is not None else None
         self.runs.start(f"Training {str(opts.get('loss', '')).upper()}"
                         + (" with PLI targets" if opts.get("pli_targets") else "") + "…")
-        self.tabs.setCurrentWidget(self.runs)
+        self.tabs.setCurrentIndex(2)  # the runs (each panel sits in a scroll area)
         job = start_job(embed_train_job, self.project_path, opts,
                         title="Training an embedding network", parent=self, show_dialog=False,
                         on_result=lambda r: self._trained(r, before))
