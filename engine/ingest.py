@@ -263,8 +263,8 @@ def segment_inputs(
     -------
     dict
         ``{"inputs", "frames", "objects", "cells", "rejected": {reason: n},
-        "failed_inputs": [{"path", "error"}], "seconds", "project"}``; ``project`` is
-        None when no input could be read (no file is written then).
+        "failed_inputs": [{"path", "error"}], "warnings": [str], "seconds", "project"}``;
+        ``project`` is None when no input could be read (no file is written then).
     """
     settings = settings or SegmentSettings()
     t0 = time.perf_counter()

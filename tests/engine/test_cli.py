@@ -13,8 +13,8 @@ import tifffile
 from hemalens.engine import __version__
 from hemalens.engine.cli import main
 
-SEGMENT_KEYS = {"inputs", "frames", "objects", "cells", "rejected", "failed_inputs", "seconds",
-                "project"}
+SEGMENT_KEYS = {"inputs", "frames", "objects", "cells", "rejected", "failed_inputs", "warnings",
+                "seconds", "project"}
 
 
 def _phase_stack(path: Path, frames: int = 12, seed: int = 0) -> Path:
