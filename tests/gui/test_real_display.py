@@ -49,7 +49,8 @@ def test_a_key_pressed_on_a_real_display_edits_the_project(predicted_project, tm
         xdotool windowfocus --sync "$wid"
         xdotool key --window "$wid" 2
         sleep 2
-        xdotool key --window "$wid" ctrl+q
+        # the window may be gone before xdotool sends the key releases (BadWindow)
+        xdotool key --window "$wid" ctrl+q || true
         wait $app
         """))
     env = {k: v for k, v in os.environ.items() if k != "QT_QPA_PLATFORM"}
