@@ -297,7 +297,36 @@ def render_crop(
                 conc["hb"] += hb
                 break
 
+    rgb = render_stained(conc, region, px, rng)
+    return rgb, {"params": params, "drawn": drawn}
+
+
+def render_stained(conc: dict[str, np.ndarray], region: Any, px: float,
+                   rng: np.random.Generator) -> np.ndarray:
+    """Render stain concentrations as a slide region's brightfield RGB image.
+
+    Beer-Lambert optical density of each stain (the slide's stain vectors) over an uneven
+    plasma film, the region's illumination gain and tilt, its blur and its noise.
+
+    Parameters
+    ----------
+    conc : dict of str to numpy.ndarray
+        Concentration map per stain (:data:`STAINS`), all of one square shape.
+    region : Region
+        The slide region (stains, gain, tilt, blur, noise).
+    px : float
+        Pixel size, micrometres.
+    rng : numpy.random.Generator
+        Random state (the film, then the noise).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(S, S, 3)`` uint8.
+    """
     slide = region.slide
+    shape = next(iter(conc.values())).shape
+    s = shape[0]
     od = np.zeros((*shape, 3), np.float32)
     film = ndimage.gaussian_filter(rng.standard_normal(shape), 3.0 / px)
     film = 1 + 0.15 * film / max(float(film.std()), 1e-6)  # uneven plasma film
@@ -309,8 +338,7 @@ def render_crop(
     img = 255.0 * light * np.exp(-od)
     img = ndimage.gaussian_filter(img, (region.blur_px, region.blur_px, 0))
     img += rng.normal(0, region.noise, size=img.shape)
-    rgb = np.clip(np.rint(img), 0, 255).astype(np.uint8)
-    return rgb, {"params": params, "drawn": drawn}
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
 # ------------------------------------------------------------------------------- files

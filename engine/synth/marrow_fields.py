@@ -26,9 +26,8 @@ from typing import Any
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
-from hemalens.engine.synth.marrow import MarrowSimConfig, Region, Slide
+from hemalens.engine.synth.marrow import MarrowSimConfig, Region, Slide, render_stained
 from hemalens.engine.synth.marrow_cells import (
     CELL_TYPES,
     STAINS,
@@ -146,18 +145,7 @@ def render_field(config: FieldConfig, index: int) -> tuple[np.ndarray, np.ndarra
         truth.append({"field": index, "cell": -(len(truth) + 1), "class": "erythrocyte",
                       "x": round(float(cx), 2), "y": round(float(cy), 2),
                       "diameter_um": 7.5, "touches_border": True})
-    od = np.zeros((*shape, 3), np.float32)
-    film = ndimage.gaussian_filter(rng.standard_normal(shape), 3.0 / px)
-    film = 1 + 0.15 * film / max(float(film.std()), 1e-6)
-    od += (slide.background * film)[..., None] * slide.od["pink"].astype(np.float32)
-    for k in STAINS:
-        od += conc[k][..., None] * slide.od[k].astype(np.float32)
-    yy, xx = np.mgrid[0:s, 0:s] / s - 0.5
-    light = region.gain[None, None, :] * (1 + region.tilt[0] * yy + region.tilt[1] * xx)[..., None]
-    img = 255.0 * light * np.exp(-od)
-    img = ndimage.gaussian_filter(img, (region.blur_px, region.blur_px, 0))
-    img += rng.normal(0, region.noise, size=img.shape)
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8), labels, truth
+    return render_stained(conc, region, px, rng), labels, truth
 
 
 def simulate_fields(out_dir: str | Path, config: FieldConfig | None = None) -> dict[str, Any]:
