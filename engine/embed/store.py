@@ -29,6 +29,7 @@ import h5py
 import numpy as np
 
 from hemalens.engine import __version__
+from hemalens.engine.embed.index import embedding_meta, list_embedding_models
 from hemalens.engine.embed.network import EmbeddingNet, EmbeddingSpec
 from hemalens.engine.errors import ProjectError
 from hemalens.engine.models.weights import (
@@ -42,7 +43,6 @@ from hemalens.engine.project.bundle import ProjectPaths
 from hemalens.engine.project.derived import item_names, read_item, write_item
 from hemalens.engine.project.store import (
     Project,
-    attr_json,
     check_group_name,
     iso_utc,
     locate_project,
@@ -83,20 +83,6 @@ def _resolve(paths: ProjectPaths, name: str | None) -> str:
         raise ProjectError(paths.root,
                            f"no embedding model {name!r} (has: {', '.join(sorted(names))})")
     return name
-
-
-def _meta(g: h5py.File, name: str) -> dict[str, Any]:
-    a = g.attrs
-    return {
-        "name": name,
-        "spec": attr_json(a, "spec_json", {}),
-        "config": attr_json(a, "config_json", {}),
-        "metrics": attr_json(a, "metrics_json", {}),
-        "class_names": attr_json(a, "class_names_json", []),
-        "history": attr_json(a, "history_json", []),
-        "created": str(a.get("created", "")),
-        "hemalens_version": str(a.get("hemalens_version", "")),
-    }
 
 
 def _per_cell(values: Any, n: int, width: int | None, dtype: Any, fill: Any, what: str):
@@ -217,7 +203,7 @@ def load_embedding_model(
         if g is None:
             raise ProjectError(paths.root, f"no embedding model {name!r}")
         try:
-            meta = _meta(g, name)
+            meta = embedding_meta(g, name)
             spec = EmbeddingSpec.from_dict(meta["spec"])
             net = EmbeddingNet(spec)
             net = load_arrays(net, read_weights(g, expected_shapes(net)),
@@ -227,46 +213,6 @@ def load_embedding_model(
             raise ProjectError(paths.root,
                                f"embedding model {name!r} is corrupt: {first}") from err
     return net.eval(), meta
-
-
-def list_embedding_models(project: str | PathLike[str] | Project) -> list[dict[str, Any]]:
-    """Summarise the stored embedding models, oldest first.
-
-    Parameters
-    ----------
-    project : str, PathLike or Project
-        The project.
-
-    Returns
-    -------
-    list of dict
-        One per model: ``name``, ``backbone``, ``dim``, ``input_size``, ``loss``,
-        ``types``, ``mean_f1``, ``std_f1``, ``created``. Empty when there is none.
-
-    Raises
-    ------
-    ProjectError
-        Not a readable project.
-    """
-    paths = locate_project(project)
-    rows = []
-    for n in item_names(paths, "embeddings"):
-        with read_item(paths, "embeddings", n) as g:
-            if g is None:
-                continue
-            m = _meta(g, n)
-            rows.append(
-                {
-                    "name": n,
-                    **{k: m["spec"].get(k) for k in ("backbone", "dim", "input_size")},
-                    "loss": m["config"].get("loss"),
-                    "types": m["config"].get("types"),
-                    "mean_f1": m["metrics"].get("mean_f1"),
-                    "std_f1": m["metrics"].get("std_f1"),
-                    "created": m["created"],
-                }
-            )
-    return sorted(rows, key=lambda r: (r["created"], r["name"]))
 
 
 def cell_regions(project: Project) -> np.ndarray:

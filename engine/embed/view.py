@@ -90,43 +90,13 @@ def _paths(project: Any) -> Any:
 
 # -- embedding runs (read with h5py alone: no torch on the GUI thread) -------------------
 def embedding_runs(project: Any) -> list[dict[str, Any]]:
-    """List the stored embedding models with their settings and scores, oldest first.
+    """List the embedding models the view offers, oldest first (damaged ones left out).
 
-    Parameters
-    ----------
-    project : str, PathLike or Project
-        The project.
-
-    Returns
-    -------
-    list of dict
-        ``name``, ``created``, ``loss``, ``types``, ``alpha``, ``class_weights``,
-        ``epochs``, ``backbone``, ``mean_f1``, ``std_f1``, ``folds`` (per-fold scores),
-        ``pli`` (trained with manual targets).
+    See :func:`~hemalens.engine.embed.index.list_embedding_models` for the keys.
     """
-    from hemalens.engine.project.derived import item_names, read_item
-    from hemalens.engine.project.store import attr_json
+    from hemalens.engine.embed.index import list_embedding_models
 
-    paths = _paths(project)
-    rows = []
-    for name in item_names(paths, "embeddings"):
-        try:
-            with read_item(paths, "embeddings", name) as g:
-                if g is None:
-                    continue
-                cfg = attr_json(g.attrs, "config_json", {}) or {}
-                met = attr_json(g.attrs, "metrics_json", {}) or {}
-                spec = attr_json(g.attrs, "spec_json", {}) or {}
-                created = str(g.attrs.get("created", ""))
-        except (ProjectError, ValueError):  # a damaged model is left out of the list
-            continue
-        rows.append({"name": name, "created": created, "loss": cfg.get("loss"),
-                     "types": cfg.get("types"), "alpha": cfg.get("alpha"),
-                     "class_weights": cfg.get("class_weights"), "epochs": cfg.get("epochs"),
-                     "backbone": spec.get("backbone", (cfg.get("spec") or {}).get("backbone")),
-                     "mean_f1": met.get("mean_f1"), "std_f1": met.get("std_f1"),
-                     "folds": met.get("folds", []), "pli": bool(cfg.get("pli_targets", False))})
-    return sorted(rows, key=lambda r: (r["created"], r["name"]))
+    return list_embedding_models(_paths(project).root, skip_damaged=True)
 
 
 # -- the active embedding ---------------------------------------------------------------
