@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hemalens.engine.errors import HemaLensError
 from hemalens.engine.jobs import Progress, checkpoint
 
 __all__ = ["BACKBONES", "EmbeddingNet", "EmbeddingSpec", "build_embedding_net"]
@@ -122,13 +121,9 @@ def _small_backbone() -> tuple[nn.Module, int]:
 
 
 def _torchvision_backbone(name: str) -> tuple[nn.Module, int]:
-    try:
-        import torchvision  # heavy import, only for the large backbones
-    except (ImportError, RuntimeError) as err:  # absent, or built for another torch
-        raise HemaLensError(
-            f"{name}: needs torchvision, which this HemaLens installation lacks ({err}); "
-            "use --backbone small or install torchvision"
-        ) from err
+    from hemalens.engine.models.spec import import_torchvision
+
+    torchvision = import_torchvision(name, "--backbone small")
 
     if name == "densenet121":
         net = torchvision.models.densenet121(weights=None)  # random init: nothing downloads

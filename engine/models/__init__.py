@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from hemalens.engine.errors import HemaLensError
 from hemalens.engine.models.lenet5 import LeNet5
 from hemalens.engine.models.spec import (
     ARCHITECTURES,
@@ -17,6 +16,7 @@ from hemalens.engine.models.spec import (
     DEFAULT_INPUT_SIZE,
     Classifier,
     ModelSpec,
+    import_torchvision,
 )
 from hemalens.engine.models.store import (
     delete_model,
@@ -55,13 +55,9 @@ def _alexnet_class() -> type[Classifier]:
     The standalone CPU build may ship without torchvision (see ``installer/README.md``);
     LeNet5 works there and AlexNet is refused with one line.
     """
-    try:
-        from hemalens.engine.models.alexnet import AlexNet
-    except (ImportError, RuntimeError) as err:  # absent, or built for another torch
-        raise HemaLensError(
-            f"alexnet: needs torchvision, which this HemaLens installation lacks ({err}); "
-            "use --arch lenet5 or install torchvision"
-        ) from err
+    import_torchvision("alexnet", "--arch lenet5")
+    from hemalens.engine.models.alexnet import AlexNet
+
     return AlexNet
 
 

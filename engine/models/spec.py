@@ -12,12 +12,15 @@ and sample the head many times (paper 1, §3.2; ``engine.calibrate``).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from hemalens.engine.errors import HemaLensError
 
 __all__ = [
     "ARCHITECTURES",
@@ -283,3 +286,36 @@ class Classifier(nn.Module):
             ``(N, K)`` logits.
         """
         return self.head(self.trunk(x))
+
+
+def import_torchvision(what: str, instead: str) -> ModuleType:
+    """Import torchvision for ``what``, or refuse in one line where it is missing.
+
+    torchvision is heavy (imported on first use only) and absent from the standalone CPU
+    build (see ``installer/README.md``).
+
+    Parameters
+    ----------
+    what : str
+        What needs it (``alexnet``, ``densenet121``): named in the message.
+    instead : str
+        The option that works without it (``--arch lenet5``).
+
+    Returns
+    -------
+    module
+        ``torchvision``.
+
+    Raises
+    ------
+    HemaLensError
+        torchvision is absent, or built for another torch.
+    """
+    try:
+        import torchvision
+    except (ImportError, RuntimeError) as err:
+        raise HemaLensError(
+            f"{what}: needs torchvision, which this HemaLens installation lacks ({err}); "
+            f"use {instead} or install torchvision"
+        ) from err
+    return torchvision
