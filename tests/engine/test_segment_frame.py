@@ -142,6 +142,9 @@ def test_real_hologram_yields_one_round_cell():
     assert len(cells) == 1
     c = {k: v[0] for k, v in cells.columns.items()}
     assert c["phase_max"] == pytest.approx(phase.max(), rel=1e-5) and c["phase_max"] > 4.5
-    assert c["circularity"] > 0.9 and not c["touches_border"] and c["qc_pass"]
+    # Round by the measure QC reads; paper 1's cv2.arcLength circularity (0.88 here) is
+    # lowered by the staircase of a 12k-pixel outline, which is why QC reads the smooth one.
+    assert c["circularity_smooth"] > 0.9 and not c["touches_border"] and c["qc_pass"]
+    assert 0.8 < c["circularity"] < c["circularity_smooth"]
     assert 10 < c["diameter_um"] < 16  # an HL60 cell
     assert cells.images.shape == (1, 50, 50) and 0 <= cells.images.min() <= cells.images.max() <= 1
