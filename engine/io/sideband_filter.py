@@ -7,6 +7,11 @@ cost end to end. :class:`SidebandFilter` takes the filter array, FFT shape and s
 shift from a qpretrieve hologram once, then applies the same steps to each frame with
 :mod:`scipy.fft` (2.3x faster than numpy's on one core, and it can use several).
 
+The transforms run in single precision by default: on 382x512 simulated holograms and on
+the real off-axis recording the wrapped phase then differs from qpretrieve's
+double-precision one by at most 1.0e-6 rad (sensor noise alone is ~0.03 rad), and the
+filtering costs 2.8 instead of 5.4 ms per frame. ``single=False`` keeps double precision.
+
 The circular shifts qpretrieve applies (``fftshift``, the roll that centres the sideband,
 ``ifftshift``) are index permutations; they compose into one roll of the unshifted
 spectrum times the ``ifftshift``-ed filter, so the field is the same up to the rounding
@@ -36,6 +41,8 @@ class SidebandFilter:
         ``(H, W)`` of the holograms.
     invert_phase : bool
         Conjugate the field (qpretrieve's ``invert_phase``).
+    single : bool
+        Transform in single precision (complex64 field); see the module notes.
     workers : int
         Threads for :mod:`scipy.fft`. 1: the import already runs chunks in parallel
         threads (``ingest.IMPORT_THREADS``); FFT threads on top of those were slower
@@ -46,6 +53,7 @@ class SidebandFilter:
     shift: tuple[int, int]
     frame_shape: tuple[int, int]
     invert_phase: bool = False
+    single: bool = True
     workers: int = 1
 
     @property
@@ -54,7 +62,9 @@ class SidebandFilter:
         return self.filter_unshifted.shape
 
     @classmethod
-    def from_hologram(cls, holo: Any, qpretrieve: Any, workers: int = 1) -> SidebandFilter:
+    def from_hologram(
+        cls, holo: Any, qpretrieve: Any, *, single: bool = True, workers: int = 1
+    ) -> SidebandFilter:
         """Take the filter of a ``qpretrieve.OffAxisHologram`` whose pipeline has run.
 
         Parameters
@@ -63,6 +73,8 @@ class SidebandFilter:
             One 2-D hologram, after ``run_pipeline`` (its ``pipeline_kws`` are complete).
         qpretrieve : module
             The qpretrieve module (imported by the caller, which silences its warnings).
+        single : bool
+            Single-precision transforms.
         workers : int
             Threads for :mod:`scipy.fft`.
 
@@ -84,12 +96,13 @@ class SidebandFilter:
         fft_shape = tuple(int(n) for n in holo.fft.fft_origin.shape[-2:])
         filt = qpretrieve.filter.get_filter_array(
             filter_name=kws["filter_name"], filter_size=fsize, freq_pos=freq_pos,
-            fft_shape=fft_shape).astype(np.float64)
+            fft_shape=fft_shape)
         return cls(
-            filter_unshifted=np.fft.ifftshift(filt),
+            filter_unshifted=np.fft.ifftshift(filt).astype(np.float32 if single else np.float64),
             shift=(int(freq_pos[0] * fft_shape[0]), int(freq_pos[1] * fft_shape[1])),
             frame_shape=tuple(int(n) for n in holo.fft.origin.shape[-2:]),  # type: ignore[arg-type]
             invert_phase=bool(kws.get("invert_phase", False)),
+            single=single,
             workers=workers,
         )
 
@@ -104,14 +117,14 @@ class SidebandFilter:
         Returns
         -------
         numpy.ndarray
-            complex128 field, ``frame_shape``.
+            complex64 (``single``) or complex128 field, ``frame_shape``.
         """
-        data = np.asarray(hologram, dtype=np.float64)
+        data = np.asarray(hologram)
         if data.shape != self.frame_shape:
             raise ValueError(f"hologram shape {data.shape} is not {self.frame_shape}")
         h, w = data.shape
-        padded = np.zeros(self.fft_shape, np.float64)
-        np.subtract(data, data.mean(), out=padded[:h, :w])
+        padded = np.zeros(self.fft_shape, self.filter_unshifted.dtype)
+        np.subtract(data, data.mean(dtype=np.float64), out=padded[:h, :w], casting="unsafe")
         spectrum = scipy.fft.fft2(padded, workers=self.workers)
         spectrum *= self.filter_unshifted
         spectrum = np.roll(spectrum, (-self.shift[0], -self.shift[1]), axis=(0, 1))
