@@ -6,7 +6,7 @@ tree (``<tree>/.venv/bin/python``, whose editable install maps ``hemalens`` to t
 tree), alternating baseline and current ``--rounds`` times, and keeps the best of each
 ``frames_per_s`` found in the benchmark's JSON.
 
-    git worktree add ../baseline <rev> && (cd ../baseline && make .venv)  # once
+    git worktree add ../baseline <rev> && make -C ../baseline .venv/.installed  # once
     python -m benchmarks.compare_trees --baseline ../baseline -- --frames 200 --workers 2
 
 The baseline tree needs a venv; a thin one (a ``.pth`` naming this venv's site-packages,
