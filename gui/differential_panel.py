@@ -16,16 +16,14 @@ import numpy as np
 from PySide6.QtCore import QTimer
 from PySide6.QtGui import QColor, QIcon, QPixmap
 from PySide6.QtWidgets import (
-    QAbstractItemView,
-    QHeaderView,
     QLabel,
-    QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
 from hemalens.gui.palette import class_colour
+from hemalens.gui.tables import read_only_table
 
 EXCLUDED = ("qc", "excluded", "ood", "unclassified")
 
@@ -52,11 +50,7 @@ class DifferentialPanel(QWidget):
         self.note = QLabel("Counts with Wilson 95 % intervals. A cell counts under its label, "
                            "or its predicted class until it is reviewed.", self)
         self.note.setWordWrap(True)
-        self.table = QTableWidget(0, 0, self)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(
-            QHeaderView.ResizeMode.ResizeToContents)
+        self.table = read_only_table(self)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.note)

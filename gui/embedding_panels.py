@@ -12,23 +12,22 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
     QGridLayout,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QListWidget,
     QPushButton,
     QSpinBox,
-    QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
+
+from hemalens.gui.tables import read_only_table
 
 __all__ = ["EditsPanel", "InterventionPanel", "RunsPanel", "TrainingForm", "describe_edit"]
 
@@ -228,14 +227,7 @@ class RunsPanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.rows: list[dict[str, Any]] = []
-        self.table = QTableWidget(0, len(RUN_COLUMNS), self)
-        self.table.setHorizontalHeaderLabels(list(RUN_COLUMNS))
-        self.table.verticalHeader().setVisible(False)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.horizontalHeader().setSectionResizeMode(
-            QHeaderView.ResizeMode.ResizeToContents)
+        self.table = read_only_table(self, RUN_COLUMNS, select_rows=True, single=True)
         self.activate = QPushButton("Make active", self)
         self.cancel = QPushButton("Cancel training", self)
         self.cancel.setEnabled(False)

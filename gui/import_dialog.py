@@ -20,7 +20,6 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QCheckBox,
     QComboBox,
     QDialog,
@@ -28,18 +27,17 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
     QPushButton,
     QSpinBox,
     QSplitter,
-    QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
+from hemalens.gui.tables import read_only_table
 from hemalens.gui.workers import Job, configured_cluster, one_line_message, start_job
 
 SUFFIXES = (".tif", ".tiff", ".npy", ".npz", ".h5", ".hdf5", ".png", ".jpg", ".jpeg")
@@ -103,14 +101,9 @@ class ImportDialog(QDialog):
         self.job: Job | None = None
         self._again = False
 
-        self.table = QTableWidget(0, 5, self)
-        self.table.setHorizontalHeaderLabels(["File", "Detected", "Frames", "Pixel µm",
-                                              "Wavelength nm"])
-        self.table.verticalHeader().setVisible(False)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table = read_only_table(
+            self, ["File", "Detected", "Frames", "Pixel µm", "Wavelength nm"],
+            select_rows=True, single=True)
         add_files = QPushButton("Add files…", self)
         add_folder = QPushButton("Add folder…", self)
         add_manifest = QPushButton("Manifest…", self)

@@ -21,8 +21,6 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView,
-    QHeaderView,
     QLabel,
     QSplitter,
     QTableWidget,
@@ -36,6 +34,7 @@ from hemalens.gui.context_view import ContextView
 from hemalens.gui.explanation_view import ExplanationView
 from hemalens.gui.gallery import DECISION_NAMES
 from hemalens.gui.palette import DECISION_MARKS, class_colour
+from hemalens.gui.tables import read_only_table
 
 #: Units of the cell-table columns.
 UNITS: dict[str, str] = {
@@ -93,15 +92,9 @@ def _plain(value: Any) -> Any:
 
 
 def _table(parent: QWidget, headers: list[str]) -> QTableWidget:
-    t = QTableWidget(0, len(headers), parent)
-    t.setHorizontalHeaderLabels(headers)
-    t.verticalHeader().setVisible(False)
+    t = read_only_table(parent, headers, select_rows=True)
     t.verticalHeader().setDefaultSectionSize(parent.fontMetrics().height() + 6)
-    h = t.horizontalHeader()
-    h.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-    h.setStretchLastSection(True)
-    t.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-    t.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    t.horizontalHeader().setStretchLastSection(True)
     return t
 
 

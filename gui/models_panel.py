@@ -16,23 +16,21 @@ import pyqtgraph as pg
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QComboBox,
     QDialog,
     QDialogButtonBox,
     QFormLayout,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
     QPushButton,
     QSpinBox,
-    QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
+from hemalens.gui.tables import read_only_table
 from hemalens.gui.workers import Job, configured_cluster, one_line_message, start_job
 
 COLUMNS = ("", "Model", "Arch", "Val F1", "Test F1", "T", "ECE → calibrated", "Created")
@@ -134,14 +132,7 @@ class ModelsPanel(QWidget):
         self.session: Any = None
         self.rows: list[dict[str, Any]] = []
         self.train_job_: Job | None = None
-        self.table = QTableWidget(0, len(COLUMNS), self)
-        self.table.setHorizontalHeaderLabels(list(COLUMNS))
-        self.table.verticalHeader().setVisible(False)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.horizontalHeader().setSectionResizeMode(
-            QHeaderView.ResizeMode.ResizeToContents)
+        self.table = read_only_table(self, COLUMNS, select_rows=True, single=True)
         self.train_button = QPushButton("Train…", self)
         self.active_button = QPushButton("Make active", self)
         self.predict_button = QPushButton("Predict", self)

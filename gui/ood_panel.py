@@ -15,19 +15,17 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QComboBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QPushButton,
     QSpinBox,
-    QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
+from hemalens.gui.tables import read_only_table
 from hemalens.gui.workers import Job, start_job
 
 
@@ -60,13 +58,8 @@ class OodPanel(QWidget):
         self.plot = pg.PlotWidget(self)
         self.plot.setBackground(None)
         self.plot.setLabel("left", "confidence")
-        self.table = QTableWidget(0, 3, self)
-        self.table.setHorizontalHeaderLabels(["Set", "AUROC (leukocyte vs set)",
-                                              "p (Mann-Whitney, Bonferroni)"])
-        self.table.verticalHeader().setVisible(False)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.horizontalHeader().setSectionResizeMode(
-            QHeaderView.ResizeMode.ResizeToContents)
+        self.table = read_only_table(self, ["Set", "AUROC (leukocyte vs set)",
+                                            "p (Mann-Whitney, Bonferroni)"])
         top = QHBoxLayout()
         top.addWidget(QLabel("Measure:", self))
         top.addWidget(self.measure)
