@@ -343,13 +343,13 @@ class OffAxisRetriever:
         self, background: np.ndarray | None = None, settings: HologramSettings | None = None
     ) -> None:
         self.settings = settings or HologramSettings()
-        self._bg_field: np.ndarray | None = None  # conjugate of the background's field
+        self._bg_conj: np.ndarray | None = None  # conjugate of the background's field
         self._kws: dict[str, Any] | None = None
         self._filter: SidebandFilter | None = None
         if background is not None:
             self._learn(background)
             assert self._filter is not None
-            self._bg_field = np.conj(self._filter(background))  # conjugated once
+            self._bg_conj = np.conj(self._filter(background))
 
     def _holo(self, data: np.ndarray) -> Any:
         qp = _qpretrieve()
@@ -397,8 +397,8 @@ class OffAxisRetriever:
             self._learn(hologram)
             assert self._filter is not None
         field = self._filter(hologram)
-        if self._bg_field is not None:
-            field *= self._bg_field
+        if self._bg_conj is not None:
+            field *= self._bg_conj
         return np.angle(field)
 
     def __call__(self, hologram: np.ndarray) -> np.ndarray:
@@ -562,6 +562,7 @@ class HologramSource(BaseSource):
             # built on first read, so that opening (e.g. to count frames) stays cheap
             self._retriever: OffAxisRetriever | None = None
             self._sign: int | None = None
+            self._anchor = self._anchor_key()  # the identity of what was opened
         except BaseException:
             self._stack.close()
             raise
@@ -573,7 +574,7 @@ class HologramSource(BaseSource):
 
     def _read(self, i: int) -> np.ndarray:
         if self._retriever is None:
-            anchor = _anchor_cache_get(self._anchor_key())
+            anchor = _anchor_cache_get(self._anchor)
             if anchor is not None:
                 self._retriever, self._sign = anchor
         if self._retriever is None:
@@ -584,7 +585,7 @@ class HologramSource(BaseSource):
             # the sign are fixed from it, whichever frame is read first.
             first = self._retriever(self._hologram(0))
             self._sign = dominant_sign(first) if self._settings.auto_sign else 1
-            _anchor_cache_put(self._anchor_key(), (self._retriever, self._sign))
+            _anchor_cache_put(self._anchor, (self._retriever, self._sign))
             if i == 0:
                 return first if self._sign > 0 else -first
         phase = self._retriever(self._hologram(i))
